@@ -1,0 +1,88 @@
+"""Classical candidate generators with the same face as the two-tower models: ``fit`` then ``score``.
+
+Any two-tower result in the book is printed next to these. EASE in particular is a strong, closed-form
+linear item-item model; a neural retriever that does not beat it on the same split has not earned its cost.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .splits import Interactions
+
+
+class NotFittedError(RuntimeError):
+    pass
+
+
+def _require_fitted(model, attribute: str) -> None:
+    if getattr(model, attribute, None) is None:
+        raise NotFittedError(f"{type(model).__name__} is not fitted: call .fit(split.train) first")
+
+
+class RandomRecommender:
+    """Uniformly random scores: the floor every model must clear. Seeded, so the same users get the same lists."""
+
+    def __init__(self, seed: int = 0):
+        self.seed = seed
+        self.n_items: int | None = None
+
+    def fit(self, train: Interactions) -> "RandomRecommender":
+        self.n_items = train.n_items
+        return self
+
+    def score(self, user_idx: torch.Tensor) -> torch.Tensor:
+        _require_fitted(self, "n_items")
+        rows = []
+        for u in torch.as_tensor(user_idx).tolist():
+            g = torch.Generator().manual_seed(self.seed * 1_000_003 + int(u))
+            rows.append(torch.rand(self.n_items, generator=g))
+        return torch.stack(rows)
+
+
+class PopularRecommender:
+    """Scores every item by its number of training positives: the same list for everybody."""
+
+    def __init__(self):
+        self.counts: torch.Tensor | None = None
+
+    def fit(self, train: Interactions) -> "PopularRecommender":
+        self.counts = torch.as_tensor(train.item_counts(positives_only=True), dtype=torch.float32)
+        return self
+
+    def score(self, user_idx: torch.Tensor) -> torch.Tensor:
+        _require_fitted(self, "counts")
+        return self.counts.expand(len(user_idx), -1).clone()
+
+
+class EASE:
+    """Embarrassingly Shallow Autoencoder (Steck, WWW 2019): an item-item weight matrix in closed form.
+
+    With ``X`` the binary user x item matrix of training positives and ``P = (X^T X + lambda I)^-1``,
+    ``B = I - P diag(1 / diag(P))``, i.e. ``B_ij = -P_ij / P_jj`` off the diagonal and ``B_jj = 0`` (the
+    constraint that stops an item from predicting itself). Scores are ``X_u B``. Cost is one
+    ``n_items x n_items`` inverse, fine up to tens of thousands of items.
+    """
+
+    def __init__(self, l2: float = 500.0):
+        if l2 <= 0:
+            raise ValueError(f"EASE needs a positive l2 regularisation, got {l2}")
+        self.l2 = l2
+        self.weights: torch.Tensor | None = None
+        self.history: torch.Tensor | None = None
+
+    def fit(self, train: Interactions) -> "EASE":
+        x = train.matrix(positives_only=True).double()
+        gram = x.T @ x
+        gram.diagonal().add_(self.l2)
+        p = torch.linalg.inv(gram)
+        b = -p / p.diagonal()
+        b.diagonal().zero_()
+        self.weights = b.float()
+        self.history = x.float()
+        return self
+
+    def score(self, user_idx: torch.Tensor) -> torch.Tensor:
+        _require_fitted(self, "weights")
+        return self.history[torch.as_tensor(user_idx)] @ self.weights

@@ -1,0 +1,59 @@
+"""Ranking metrics over the full catalogue, with each user's training items excluded.
+
+Every function takes a *hit matrix*: ``hits[u, r]`` is True when the item a model ranked at position ``r``
+(0-based) for user ``u`` is one of the user's held-out positives. Ranking the whole catalogue (rather than a
+sample of negatives) keeps the metrics exact; sampled metrics can even reverse the order of two models
+(Krichene and Rendle, KDD 2020).
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def exclude_and_rank(scores: torch.Tensor, exclude: torch.Tensor) -> torch.Tensor:
+    """Item indices ordered best first, shape ``[users, items]``.
+
+    ``exclude`` (bool, same shape as ``scores``) marks items that must not be recommended (the user's
+    training items): they go to the end. Ties are broken by the lower item index, so results are
+    deterministic whatever the sort kernel.
+    """
+    masked = scores.float().masked_fill(exclude, float("-inf"))
+    return torch.sort(masked, dim=1, descending=True, stable=True).indices
+
+
+def hit_matrix(ranked: torch.Tensor, relevant: torch.Tensor) -> torch.Tensor:
+    """``hits[u, r] = relevant[u, ranked[u, r]]``; shapes ``[users, items]`` -> ``[users, items]`` (bool)."""
+    return torch.gather(relevant, 1, ranked)
+
+
+def recall_at_k(hits: torch.Tensor, n_relevant: torch.Tensor, k: int) -> torch.Tensor:
+    """Share of the user's relevant items found in the top ``k``; per user, shape ``[users]``."""
+    return hits[:, :k].sum(1) / n_relevant
+
+
+def hit_rate_at_k(hits: torch.Tensor, k: int) -> torch.Tensor:
+    """1 if at least one relevant item is in the top ``k``, else 0; shape ``[users]``."""
+    return hits[:, :k].any(1).float()
+
+
+def ndcg_at_k(hits: torch.Tensor, n_relevant: torch.Tensor, k: int) -> torch.Tensor:
+    """DCG of the top ``k`` (gain 1 per hit, discount ``1/log2(rank + 1)``) over the best DCG possible."""
+    k = min(k, hits.shape[1])
+    discounts = 1.0 / torch.log2(torch.arange(2, k + 2, dtype=torch.float64))
+    dcg = (hits[:, :k].double() * discounts).sum(1)
+    ideal_cumsum = torch.cumsum(discounts, 0)
+    idcg = ideal_cumsum[(n_relevant.clamp(max=k) - 1).long()]
+    return (dcg / idcg).float()
+
+
+def reciprocal_rank(hits: torch.Tensor) -> torch.Tensor:
+    """``1 / rank`` of the first relevant item in the full ranking (0 if there is none); shape ``[users]``."""
+    any_hit = hits.any(1)
+    first = hits.float().argmax(1)  # first True (argmax returns the first maximal index)
+    return torch.where(any_hit, 1.0 / (first + 1).float(), torch.zeros(()))
+
+
+def catalogue_coverage(top_items: torch.Tensor, n_items: int) -> float:
+    """Share of the catalogue that appears in at least one user's list ``top_items`` (``[users, k]``)."""
+    return torch.unique(top_items).numel() / n_items

@@ -1,0 +1,199 @@
+"""Negative samplers behind one small interface, each returning the sampling probabilities the losses need.
+
+A sampler returns :class:`Negatives`: candidate item ids, shared by the batch (``[M]``) or per example
+(``[B, M]``), and ``log_q``, the log of each candidate's *expected count* in the candidate set. Subtracting
+``log_q`` from the logits (:func:`tt_helpers.losses.logq_correction`) turns the sampled softmax into an
+unbiased estimate of the full softmax (Bengio and Senecal 2008; Jean et al. 2015; Yi et al. 2019). The same
+correction is applied to the positive's logit, so samplers also answer :meth:`~NegativeSampler.log_q_of`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+import torch
+
+
+@dataclass(frozen=True)
+class Batch:
+    """One training step: ``B`` (user, positive item) examples."""
+
+    user_idx: torch.Tensor  # [B]
+    item_idx: torch.Tensor  # [B]
+    weight: torch.Tensor  # [B]
+    history: tuple[torch.Tensor, torch.Tensor] | None = None  # (start, end) windows into History
+
+
+@dataclass(frozen=True)
+class Negatives:
+    ids: torch.Tensor  # [M] shared by the batch, or [B, M] per example
+    log_q: torch.Tensor  # same shape: log expected count of each candidate in this draw
+    n_from_batch: int = 0  # the first n ids are the batch's own positives (their embeddings can be reused)
+
+
+class NegativeSampler(Protocol):
+    def sample(self, batch: Batch, generator: torch.Generator, model=None, users: torch.Tensor | None = None) -> Negatives: ...
+
+    def log_q_of(self, item_idx: torch.Tensor, batch_size: int) -> torch.Tensor:
+        """Log expected count of each item in a candidate set drawn for a batch of ``batch_size``."""
+        ...
+
+
+def _log(x: torch.Tensor) -> torch.Tensor:
+    return torch.log(x.clamp_min(1e-30))
+
+
+class UniformSampler:
+    """Candidate sampling: ``num_negatives`` items drawn uniformly from the catalogue (with replacement),
+    shared by the batch. ``q_j = 1 / n_items``; expected count ``M / n_items``."""
+
+    def __init__(self, n_items: int, num_negatives: int = 512):
+        self.n_items, self.num_negatives = n_items, num_negatives
+
+    def probabilities(self) -> torch.Tensor:
+        return torch.full((self.n_items,), 1.0 / self.n_items)
+
+    def sample(self, batch, generator, model=None, users=None) -> Negatives:
+        ids = torch.randint(self.n_items, (self.num_negatives,), generator=generator)
+        return Negatives(ids, self.log_q_of(ids, len(batch.item_idx)))
+
+    def log_q_of(self, item_idx, batch_size):
+        return torch.full(item_idx.shape, float(np.log(self.num_negatives / self.n_items)))
+
+
+class PopularitySampler:
+    """Popularity-weighted sampling, ``q_j ∝ count_j ** alpha`` (word2vec uses alpha = 0.75;
+    alpha = 0 is uniform over items with a count, alpha = 1 matches the in-batch distribution)."""
+
+    def __init__(self, item_counts: np.ndarray, alpha: float = 0.75, num_negatives: int = 512):
+        weights = torch.as_tensor(np.asarray(item_counts, dtype=np.float64)) ** alpha
+        weights[torch.as_tensor(np.asarray(item_counts)) == 0] = 0.0
+        if weights.sum() <= 0:
+            raise ValueError("all item counts are zero: nothing to sample from")
+        self.q = (weights / weights.sum()).float()
+        self.alpha, self.num_negatives = alpha, num_negatives
+
+    def probabilities(self) -> torch.Tensor:
+        return self.q
+
+    def sample(self, batch, generator, model=None, users=None) -> Negatives:
+        ids = torch.multinomial(self.q, self.num_negatives, replacement=True, generator=generator)
+        return Negatives(ids, self.log_q_of(ids, len(batch.item_idx)))
+
+    def log_q_of(self, item_idx, batch_size):
+        return _log(self.num_negatives * self.q[item_idx])
+
+
+class InBatchSampler:
+    """In-batch negatives: the other examples' positives (Yi et al. 2019). Free, since their embeddings are
+    already computed, but drawn from the data distribution: item ``j`` is expected ``B * p_j`` times,
+    with ``p_j`` its share of training positives, so popular items are over-represented as negatives."""
+
+    def __init__(self, item_probabilities: torch.Tensor):
+        self.p = item_probabilities
+
+    def probabilities(self) -> torch.Tensor:
+        return self.p
+
+    def sample(self, batch, generator, model=None, users=None) -> Negatives:
+        ids = batch.item_idx
+        return Negatives(ids, self.log_q_of(ids, len(ids)), n_from_batch=len(ids))
+
+    def log_q_of(self, item_idx, batch_size):
+        return _log(batch_size * self.p[item_idx])
+
+
+class MixedSampler:
+    """Mixed negative sampling (Yang et al., WWW 2020): in-batch negatives plus ``num_uniform`` items drawn
+    uniformly from the whole catalogue, so that rare and cold items also appear as negatives.
+    Expected count of item ``j``: ``B * p_j + M / n_items``."""
+
+    def __init__(self, item_probabilities: torch.Tensor, num_uniform: int = 256):
+        self.p, self.num_uniform = item_probabilities, num_uniform
+        self.n_items = len(item_probabilities)
+
+    def probabilities(self, batch_size: int) -> torch.Tensor:
+        mix = batch_size * self.p + self.num_uniform / self.n_items
+        return mix / mix.sum()
+
+    def sample(self, batch, generator, model=None, users=None) -> Negatives:
+        extra = torch.randint(self.n_items, (self.num_uniform,), generator=generator)
+        ids = torch.cat([batch.item_idx, extra])
+        return Negatives(ids, self.log_q_of(ids, len(batch.item_idx)), n_from_batch=len(batch.item_idx))
+
+    def log_q_of(self, item_idx, batch_size):
+        return _log(batch_size * self.p[item_idx] + self.num_uniform / self.n_items)
+
+
+class HardNegativeSampler:
+    """Hard negatives: for each example, ``num_negatives`` items drawn uniformly from the ``top`` items the
+    *current* model scores highest for the user, the user's known positives excluded.
+
+    Sampling from the top ``top`` rather than taking the very top guards against false negatives (items the
+    user would like but has not rated). They are not drawn from a fixed proposal, so no logQ correction
+    applies (``log_q = 0``); use them to fine-tune a model that already works, mixed with ``base``.
+    """
+
+    def __init__(self, positives: "PositiveSet", base: NegativeSampler | None = None, num_negatives: int = 10, top: int = 100):
+        self.positives, self.base = positives, base
+        self.num_negatives, self.top = num_negatives, top
+
+    def sample(self, batch, generator, model=None, users=None) -> Negatives:
+        if model is None or users is None:
+            raise ValueError("hard negatives need the model and the batch's user embeddings")
+        with torch.no_grad():
+            scores = model.logits(users, model.embed_items())  # [B, n_items]
+            scores[self.positives.mask(batch.user_idx, scores.shape[1])] = float("-inf")
+            top = torch.topk(scores, self.top, dim=1).indices  # [B, top]
+        pick = torch.randint(self.top, (len(top), self.num_negatives), generator=generator)
+        hard = torch.gather(top, 1, pick)
+        if self.base is None:
+            return Negatives(hard, torch.zeros(hard.shape))
+        base = self.base.sample(batch, generator, model, users)
+        shared = base.ids.expand(len(hard), -1)
+        return Negatives(
+            torch.cat([shared, hard], 1),
+            torch.cat([base.log_q.expand(len(hard), -1), torch.zeros(hard.shape)], 1),
+            n_from_batch=0,
+        )
+
+    def log_q_of(self, item_idx, batch_size):
+        if self.base is None:
+            return torch.zeros(item_idx.shape)
+        return self.base.log_q_of(item_idx, batch_size)
+
+
+class PositiveSet:
+    """Membership test "is item ``i`` a training positive of user ``u``?", used to remove accidental hits and to
+    exclude positives from hard negatives. A dense bitmap when ``n_users x n_items`` is small (MovieLens);
+    otherwise a binary search on sorted keys ``u * n_items + i``, whose memory grows with the positives only."""
+
+    DENSE_LIMIT = 50_000_000  # cells; 50 MB of bools
+
+    def __init__(self, user_idx: np.ndarray, item_idx: np.ndarray, n_items: int, n_users: int | None = None):
+        user_idx = np.array(user_idx, dtype=np.int64)  # a writable copy
+        item_idx = np.array(item_idx, dtype=np.int64)
+        self.n_items = n_items
+        n_users = int(user_idx.max()) + 1 if n_users is None else n_users
+        self.dense: torch.Tensor | None = None
+        if n_users * n_items <= self.DENSE_LIMIT:
+            self.dense = torch.zeros(n_users, n_items, dtype=torch.bool)
+            self.dense[torch.as_tensor(user_idx), torch.as_tensor(item_idx)] = True
+        self.keys = torch.from_numpy(np.unique(user_idx * n_items + item_idx))
+
+    def contains(self, user_idx: torch.Tensor, item_ids: torch.Tensor) -> torch.Tensor:
+        """``[B]`` users and ``[M]`` or ``[B, M]`` items -> bool ``[B, M]``."""
+        if self.dense is not None:
+            rows = self.dense[user_idx.clamp(max=len(self.dense) - 1)] & (user_idx < len(self.dense)).unsqueeze(1)
+            return rows[:, item_ids] if item_ids.dim() == 1 else torch.gather(rows, 1, item_ids)
+        if item_ids.dim() == 1:
+            item_ids = item_ids.unsqueeze(0).expand(len(user_idx), -1)
+        keys = user_idx.unsqueeze(1) * self.n_items + item_ids
+        pos = torch.searchsorted(self.keys, keys).clamp(max=len(self.keys) - 1)
+        return self.keys[pos] == keys
+
+    def mask(self, user_idx: torch.Tensor, n_items: int) -> torch.Tensor:
+        """Bool ``[B, n_items]``: True where the item is a positive of that user."""
+        return self.contains(user_idx, torch.arange(n_items))

@@ -197,3 +197,24 @@ class PositiveSet:
     def mask(self, user_idx: torch.Tensor, n_items: int) -> torch.Tensor:
         """Bool ``[B, n_items]``: True where the item is a positive of that user."""
         return self.contains(user_idx, torch.arange(n_items))
+
+
+class ScheduledSampler:
+    """Switches sampler by epoch: ``stages = [(1, uniform), (4, mixed_with_impressions)]`` uses ``uniform``
+    for epochs 1-3 and the second from epoch 4 on. This is how the book runs staged curricula (random
+    negatives first, harder ones once recall is high) inside the one training loop."""
+
+    def __init__(self, stages: list[tuple[int, NegativeSampler]]):
+        if not stages or stages[0][0] != 1:
+            raise ValueError("the first stage must start at epoch 1")
+        self.stages = sorted(stages, key=lambda s: s[0])
+        self.current = self.stages[0][1]
+
+    def set_epoch(self, epoch: int) -> None:
+        self.current = [s for start, s in self.stages if start <= epoch][-1]
+
+    def sample(self, batch, generator, model=None, users=None) -> Negatives:
+        return self.current.sample(batch, generator, model, users)
+
+    def log_q_of(self, item_idx, batch_size):
+        return self.current.log_q_of(item_idx, batch_size)

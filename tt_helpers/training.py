@@ -184,6 +184,8 @@ def train_epochs(
     rows, best, best_state, since_best = [], -np.inf, None, 0
     n_batches = -(-len(data.examples) // config.batch_size)
     for epoch in range(1, epochs + 1):
+        if hasattr(sampler, "set_epoch"):  # staged schedules (sampling.ScheduledSampler)
+            sampler.set_epoch(epoch)
         model.train()
         total = 0.0
         steps = batches(data, config.batch_size, generator, model.history is not None)

@@ -22,7 +22,9 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 import pandas as pd
-import pooch
+
+# pooch is imported inside the functions that use it: importing it loads tqdm.auto, which prints a
+# warning in Jupyter kernels without ipywidgets, and that warning would become part of every chapter's output.
 
 ENV_VAR = "TT_HELPERS_DATA"
 BASE_URL = "https://files.grouplens.org/datasets/movielens/"
@@ -96,6 +98,8 @@ def default_data_dir() -> pathlib.Path:
     env = os.environ.get(ENV_VAR)
     if env:
         return pathlib.Path(env).expanduser()
+    import pooch
+
     return pathlib.Path(pooch.os_cache("tt_helpers"))
 
 
@@ -187,6 +191,8 @@ def _check_writable(root: pathlib.Path, context: str) -> None:
 
 def _download(name: str, spec: dict[str, Any], root: pathlib.Path) -> pathlib.Path:
     """Fetch the zip into ``root`` with pooch; wrap network and hash failures in DataFileError."""
+    import pooch
+
     try:
         path = pooch.retrieve(
             spec["url"], known_hash=spec["zip_hash"], fname=spec["zip"], path=root, progressbar=False

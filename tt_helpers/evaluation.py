@@ -48,46 +48,25 @@ def evaluate(
     evaluated user instead of the means.
     """
     ks = sorted(set(int(k) for k in ks))
-    n_items = split.catalog.n_items
-    seen = split.train.user_items()
-    relevant = split.test.user_items(positives_only=True)
-    if relevant_items is not None:
-        keep = np.zeros(n_items, dtype=bool)
-        keep[relevant_items] = True
-        relevant = [r[keep[r]] for r in relevant]
-    relevant = [np.setdiff1d(r, s, assume_unique=True) for r, s in zip(relevant, seen)]
-    users = np.array([u for u, r in enumerate(relevant) if len(r)], dtype=np.int64)
-    if len(users) == 0:
-        raise ValueError("no user has a relevant test item: nothing to evaluate (check the split and relevant_items)")
-
     rows: dict[str, list[torch.Tensor]] = {}
-    tops = []
-    with torch.no_grad():
-        for start in range(0, len(users), batch_size):
-            batch = users[start : start + batch_size]
-            scores = model.score(torch.as_tensor(batch))
-            if scores.shape != (len(batch), n_items):
-                raise ValueError(
-                    f"model.score returned shape {tuple(scores.shape)}, expected ({len(batch)}, {n_items}): "
-                    "one score per catalogue item for each user"
-                )
-            ranked = metrics.exclude_and_rank(scores, _bool_rows(seen, batch, n_items))
-            hits = metrics.hit_matrix(ranked, _bool_rows(relevant, batch, n_items))
-            n_rel = hits.sum(1)
-            for k in ks:
-                rows.setdefault(f"Recall@{k}", []).append(metrics.recall_at_k(hits, n_rel, k))
-                rows.setdefault(f"HitRate@{k}", []).append(metrics.hit_rate_at_k(hits, k))
-                rows.setdefault(f"NDCG@{k}", []).append(metrics.ndcg_at_k(hits, n_rel, k))
-            rows.setdefault("MRR", []).append(metrics.reciprocal_rank(hits))
-            tops.append(ranked[:, : max(ks)])
-    per_user_frame = pd.DataFrame({name: torch.cat(v).numpy() for name, v in rows.items()}, index=users)
+    users, tops = [], []
+    for batch, ranked, hits in _hit_batches(model, split, batch_size, relevant_items):
+        n_rel = hits.sum(1)
+        for k in ks:
+            rows.setdefault(f"Recall@{k}", []).append(metrics.recall_at_k(hits, n_rel, k))
+            rows.setdefault(f"HitRate@{k}", []).append(metrics.hit_rate_at_k(hits, k))
+            rows.setdefault(f"NDCG@{k}", []).append(metrics.ndcg_at_k(hits, n_rel, k))
+        rows.setdefault("MRR", []).append(metrics.reciprocal_rank(hits))
+        users.append(batch)
+        tops.append(ranked[:, : max(ks)])
+    per_user_frame = pd.DataFrame({name: torch.cat(v).numpy() for name, v in rows.items()}, index=np.concatenate(users))
     per_user_frame.index.name = "user_idx"
     if per_user:
         return per_user_frame
     result = {name: float(col.mean()) for name, col in per_user_frame.items()}
     top = torch.cat(tops)
     for k in ks:
-        result[f"Coverage@{k}"] = metrics.catalogue_coverage(top[:, :k], n_items)
+        result[f"Coverage@{k}"] = metrics.catalogue_coverage(top[:, :k], split.catalog.n_items)
     return result
 
 
@@ -118,3 +97,85 @@ def tune(
     table.index.name = "value"
     best = float(table[metric].idxmax())
     return best, table
+
+
+def _hit_batches(model: Recommender, split: Split, batch_size: int = 1024, relevant_items: np.ndarray | None = None):
+    """Yield ``(users, ranked, hits)`` per batch of evaluated users: the full-catalogue ranking (training
+    items last) and ``hits[u, r]``, True when the item at rank ``r`` (0-based) is one of user ``u``'s
+    relevant test items. The one place that decides who is evaluated, what is relevant and what is excluded.
+    """
+    n_items = split.catalog.n_items
+    seen = split.train.user_items()
+    relevant = split.test.user_items(positives_only=True)
+    if relevant_items is not None:
+        keep = np.zeros(n_items, dtype=bool)
+        keep[relevant_items] = True
+        relevant = [r[keep[r]] for r in relevant]
+    relevant = [np.setdiff1d(r, s, assume_unique=True) for r, s in zip(relevant, seen)]
+    users = np.array([u for u, r in enumerate(relevant) if len(r)], dtype=np.int64)
+    if len(users) == 0:
+        raise ValueError("no user has a relevant test item: nothing to evaluate (check the split and relevant_items)")
+    with torch.no_grad():
+        for start in range(0, len(users), batch_size):
+            batch = users[start : start + batch_size]
+            scores = model.score(torch.as_tensor(batch))
+            if scores.shape != (len(batch), n_items):
+                raise ValueError(
+                    f"model.score returned shape {tuple(scores.shape)}, expected ({len(batch)}, {n_items}): "
+                    "one score per catalogue item for each user"
+                )
+            ranked = metrics.exclude_and_rank(scores, _bool_rows(seen, batch, n_items))
+            yield batch, ranked, metrics.hit_matrix(ranked, _bool_rows(relevant, batch, n_items))
+
+
+def recall_curve(model: Recommender, split: Split, max_k: int = 500, batch_size: int = 1024) -> pd.Series:
+    """Mean Recall@K for every K in ``1..max_k`` (capped at the catalogue size), as :func:`evaluate` computes it.
+
+    Index ``K``; ``recall_curve(...)[k] == evaluate(...)[f"Recall@{k}"]`` for every ``k``.
+    """
+    max_k = min(int(max_k), split.catalog.n_items)
+    total = torch.zeros(max_k, dtype=torch.float64)
+    n_users = 0
+    for _, _, hits in _hit_batches(model, split, batch_size):
+        n_rel = hits.sum(1)
+        total += (hits[:, :max_k].cumsum(1).double() / n_rel.unsqueeze(1)).sum(0)
+        n_users += len(n_rel)
+    return pd.Series((total / n_users).numpy(), index=pd.RangeIndex(1, max_k + 1, name="K"), name="Recall@K")
+
+
+def oracle_rerank_recall(
+    model: Recommender, split: Split, candidate_sizes: Iterable[int], k: int = 10, batch_size: int = 1024
+) -> pd.DataFrame:
+    """What a perfect ranker could reach on top of ``model``'s candidates.
+
+    For each candidate-set size ``K``, an *oracle* ranker re-orders ``model``'s top ``K`` items (training
+    items excluded) putting every relevant one first. Its Recall@k is ``min(hits in the top K, k) / n_rel``
+    per user: a re-ranker can only find what retrieval handed it. Returns one row per ``K`` (index
+    ``candidates K``) with the retriever's own ``Recall@K`` and ``Recall@k`` and the oracle's Recall@k;
+    the oracle never exceeds the retriever's Recall@K, and with ``K = n_items`` it reaches the best
+    Recall@k any ranking can achieve, ``min(n_rel, k) / n_rel``.
+    """
+    sizes = sorted(set(min(int(s), split.catalog.n_items) for s in candidate_sizes))
+    if not sizes or sizes[0] < 1:
+        raise ValueError(f"candidate sizes must be >= 1, got {list(candidate_sizes)}")
+    cols = torch.as_tensor(sizes) - 1
+    retriever = torch.zeros(len(sizes), dtype=torch.float64)
+    oracle = torch.zeros(len(sizes), dtype=torch.float64)
+    own = 0.0
+    n_users = 0
+    for _, _, hits in _hit_batches(model, split, batch_size):
+        n_rel = hits.sum(1)
+        found = hits.cumsum(1)[:, cols].double()  # hits in the top K, per user and K
+        n_rel = n_rel.double().unsqueeze(1)
+        retriever += (found / n_rel).sum(0)
+        oracle += (found.clamp(max=k) / n_rel).sum(0)
+        own += float((hits[:, :k].sum(1) / n_rel.squeeze(1)).sum())
+        n_users += len(n_rel)
+    return pd.DataFrame(
+        {
+            "retriever Recall@K": (retriever / n_users).numpy(),
+            f"retriever Recall@{k}": own / n_users,
+            f"oracle-reranked Recall@{k}": (oracle / n_users).numpy(),
+        },
+        index=pd.Index(sizes, name="candidates K"),
+    )

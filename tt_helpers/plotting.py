@@ -1,0 +1,167 @@
+"""The book's one figure style, and the few plots the chapters share.
+
+Call :func:`apply_style` once (the settings cell of each chapter does). Every plotting function takes an
+optional ``ax`` to draw into, returns the ``Axes`` it drew on and never calls ``plt.show()``: in a notebook
+the figure is displayed when the cell ends; in a script, save it with ``ax.figure.savefig(...)``.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import matplotlib as mpl
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from cycler import cycler
+
+# Okabe and Ito's colour-blind-safe palette, in a fixed order: the first model of a plot is always blue,
+# the second vermilion, and so on.
+COLORS = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000", "#F0E442")
+
+STYLE = {
+    "figure.figsize": (6.4, 4.0),
+    "figure.dpi": 100,
+    "savefig.dpi": 100,
+    "savefig.bbox": "tight",
+    "font.size": 11,
+    "axes.titlesize": 12,
+    "axes.labelsize": 11,
+    "xtick.labelsize": 10,
+    "ytick.labelsize": 10,
+    "legend.fontsize": 10,
+    "legend.frameon": False,
+    "axes.grid": True,
+    "grid.alpha": 0.3,
+    "grid.linewidth": 0.6,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "axes.prop_cycle": cycler(color=list(COLORS)),
+    "lines.linewidth": 1.8,
+    "lines.markersize": 5,
+}
+
+
+def apply_style() -> None:
+    """Set the book's matplotlib defaults (``STYLE``) for every figure drawn afterwards."""
+    mpl.rcParams.update(STYLE)
+
+
+def _axes(ax: plt.Axes | None) -> plt.Axes:
+    if ax is None:
+        _, ax = plt.subplots()
+    return ax
+
+
+def head_share(item_counts: Sequence[float] | np.ndarray, fraction: float) -> float:
+    """Share of all interactions that fall on the most popular ``fraction`` of the items.
+
+    The head is the ``ceil(fraction * n_items)`` items with the most interactions (items with zero
+    interactions count in ``n_items``: they are part of the catalogue).
+    """
+    counts = np.sort(np.asarray(item_counts, dtype=np.float64))[::-1]
+    if counts.size == 0 or counts.sum() <= 0:
+        raise ValueError("item_counts must contain at least one interaction")
+    if not 0 < fraction <= 1:
+        raise ValueError(f"fraction must be in (0, 1], got {fraction}")
+    n_head = int(np.ceil(fraction * counts.size))
+    return float(counts[:n_head].sum() / counts.sum())
+
+
+def popularity_long_tail(
+    item_counts: Sequence[float] | np.ndarray,
+    ax: plt.Axes | None = None,
+    log: bool = True,
+    head_fractions: Sequence[float] = (0.1, 0.2),
+    ylabel: str = "interactions per item",
+) -> plt.Axes:
+    """Items sorted by popularity (x: rank as a share of the catalogue), interactions per item on y.
+
+    A dotted vertical line marks each head fraction, labelled with the share of all interactions the
+    items left of it receive (:func:`head_share`). ``log`` puts y on a log scale (items with zero
+    interactions are then not drawn).
+    """
+    ax = _axes(ax)
+    counts = np.sort(np.asarray(item_counts, dtype=np.float64))[::-1]
+    x = np.arange(1, counts.size + 1) / counts.size
+    ax.fill_between(x, counts, step="post", alpha=0.25, color=COLORS[0], linewidth=0)
+    ax.step(x, counts, where="post", color=COLORS[0], label="items, most popular first")
+    for fraction, color in zip(head_fractions, COLORS[1:]):
+        share = head_share(counts, fraction)
+        ax.axvline(fraction, color=color, linestyle=":", linewidth=1.5,
+                   label=f"top {fraction:.0%} of items: {share:.0%} of interactions")  # fmt: skip
+    if log:
+        ax.set_yscale("log")
+    ax.set_xlim(0, 1)
+    ax.xaxis.set_major_formatter(mpl.ticker.PercentFormatter(1.0, decimals=0))
+    ax.set_xlabel("items ranked by popularity (share of the catalogue)")
+    ax.set_ylabel(ylabel)
+    ax.set_title("The long tail: a few items get most interactions")
+    ax.legend(loc="upper right")
+    return ax
+
+
+def metric_vs_k(
+    curves: Mapping[str, tuple[Sequence[float], Sequence[float]]],
+    metric_name: str,
+    ax: plt.Axes | None = None,
+    log_x: bool = False,
+    xlabel: str = "K (length of the list)",
+    hlines: Mapping[str, float] | None = None,
+    title: str | None = None,
+    legend_kwargs: Mapping[str, object] | None = None,
+) -> plt.Axes:
+    """One line per curve, ``name -> (ks, values)``; ``hlines`` adds dashed reference levels ``label -> y``.
+
+    ``legend_kwargs`` go to ``ax.legend`` (e.g. ``{"loc": "lower right"}``).
+    """
+    ax = _axes(ax)
+    for name, (ks, values) in curves.items():
+        ax.plot(np.asarray(ks), np.asarray(values), label=name)
+    for (label, y), color in zip((hlines or {}).items(), COLORS[len(curves):] or COLORS):
+        ax.axhline(y, color=color, linestyle="--", linewidth=1.2, label=label)
+    if log_x:
+        ax.set_xscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(metric_name)
+    ax.set_ylim(bottom=0)
+    if title:
+        ax.set_title(title)
+    ax.legend(**(legend_kwargs or {}))
+    return ax
+
+
+DEFAULT_COST_COLUMNS = {
+    "ranker_ms_per_user": "ranking model on every item",
+    "dot_product_ms_per_user": "retrieval: dot product + top-k",
+}
+
+
+def cost_curves(
+    table: pd.DataFrame,
+    ax: plt.Axes | None = None,
+    columns: Mapping[str, str] | None = None,
+    x: str = "catalogue_size",
+    ylabel: str = "milliseconds per user (one request)",
+    title: str | None = "Cost of scoring one user against the catalogue",
+) -> plt.Axes:
+    """Log-log lines of ``table[column]`` against ``table[x]``, one per ``columns`` entry (``column -> label``).
+
+    Rows where a column is missing (NaN: not measured at that size) are left out of its line.
+    """
+    ax = _axes(ax)
+    columns = DEFAULT_COST_COLUMNS if columns is None else columns
+    for column, label in columns.items():
+        rows = table[[x, column]].dropna()
+        ax.plot(rows[x].to_numpy(), rows[column].to_numpy(), marker="o", label=label)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("catalogue size (items)")
+    ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title)
+    ax.legend()
+    return ax
+
+
+__all__ = ["COLORS", "STYLE", "apply_style", "cost_curves", "head_share", "metric_vs_k", "popularity_long_tail"]

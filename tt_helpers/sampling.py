@@ -205,9 +205,9 @@ class ScheduledSampler:
     negatives first, harder ones once recall is high) inside the one training loop."""
 
     def __init__(self, stages: list[tuple[int, NegativeSampler]]):
-        if not stages or stages[0][0] != 1:
-            raise ValueError("the first stage must start at epoch 1")
         self.stages = sorted(stages, key=lambda s: s[0])
+        if not self.stages or self.stages[0][0] != 1:
+            raise ValueError("the first stage must start at epoch 1")
         self.current = self.stages[0][1]
 
     def set_epoch(self, epoch: int) -> None:

@@ -18,7 +18,7 @@ from tqdm import tqdm
 from . import losses
 from .features import History
 from .frequency import item_probabilities
-from .sampling import Batch, HardNegativeSampler, InBatchSampler, MixedSampler, NegativeSampler, PopularitySampler, PositiveSet, UniformSampler
+from .sampling import Batch, HardNegativeSampler, Negatives, InBatchSampler, MixedSampler, NegativeSampler, PopularitySampler, PositiveSet, UniformSampler
 from .splits import Interactions
 from .towers import TwoTowerModel
 
@@ -70,7 +70,7 @@ class TrainConfig:
     negatives: str | SamplerFactory = "in-batch"
     num_negatives: int = 256
     popularity_alpha: float = 0.75
-    logq_correction: bool = True
+    logq_correction: bool | None = None  # None: on for the softmax loss, off for BCE (see use_logq)
     remove_accidental_hits: bool = True
     positives: PositiveRule = "liked"
     batch_size: int = 512
@@ -81,6 +81,21 @@ class TrainConfig:
     early_stopping_metric: str = "Recall@100"
     seed: int = 0
     progress: bool = True
+
+
+def use_logq(config: TrainConfig) -> bool:
+    """Whether to subtract ``log q`` from the logits.
+
+    The correction makes a *sampled softmax* estimate the full softmax (Yi et al. 2019), so it is on by
+    default for ``loss="softmax"``. A pointwise BCE loss scores each pair on its own: shifting a logit by
+    ``-log q`` moves that pair's decision boundary instead of correcting a normaliser, so it is off by default
+    and asking for it raises.
+    """
+    if config.logq_correction is None:
+        return config.loss == "softmax"
+    if config.logq_correction and config.loss != "softmax":
+        raise ValueError("logq_correction applies to the softmax loss; set logq_correction=False (or None) with loss='bce'")
+    return config.logq_correction
 
 
 def make_sampler(config: TrainConfig, data: TrainingData) -> NegativeSampler | None:
@@ -130,6 +145,19 @@ def batches(data: TrainingData, batch_size: int, generator: torch.Generator, wit
         yield Batch(users[rows], items[rows], weights[rows], history)
 
 
+def candidate_embeddings(model: TwoTowerModel, neg: Negatives, positives: torch.Tensor) -> torch.Tensor:
+    """Item-tower outputs for the candidates, shaped ``[*neg.ids.shape, d]``.
+
+    In-batch candidates reuse the positives' embeddings; other ids are embedded once each, however often
+    they occur (per-example negatives ``[B, M]`` repeat the same items many times)."""
+    flat = neg.ids.reshape(-1)
+    extra = flat[neg.n_from_batch :]
+    unique, inverse = torch.unique(extra, return_inverse=True)
+    extra_emb = model.item_embeddings(unique)[inverse] if len(extra) else positives[:0]
+    emb = torch.cat([positives, extra_emb]) if neg.n_from_batch else extra_emb
+    return emb.reshape(*neg.ids.shape, -1)
+
+
 def batch_loss(model: TwoTowerModel, batch: Batch, sampler: NegativeSampler | None, config: TrainConfig, data: TrainingData, generator: torch.Generator) -> torch.Tensor:
     """One step's loss: logits -> temperature -> logQ correction -> accidental hits -> softmax or BCE."""
     users = model.user_embeddings(batch.user_idx, batch.history)
@@ -140,18 +168,13 @@ def batch_loss(model: TwoTowerModel, batch: Batch, sampler: NegativeSampler | No
             raise ValueError("a softmax loss needs negatives; use loss='bce' for positives only")
         return losses.binary_cross_entropy_loss(pos_logits, None, batch.weight)
     neg = sampler.sample(batch, generator, model, users)
-    flat = neg.ids.reshape(-1)
-    if neg.n_from_batch:  # reuse the positives' embeddings for in-batch candidates
-        neg_emb = torch.cat([positives, model.item_embeddings(flat[neg.n_from_batch :])]) if len(flat) > neg.n_from_batch else positives
-    else:
-        neg_emb = model.item_embeddings(flat)
-    neg_emb = neg_emb.reshape(*neg.ids.shape, -1)
+    neg_emb = candidate_embeddings(model, neg, positives)
     neg_logits = losses.negative_logits(users, neg_emb, model.scale)
     # a candidate equal to the example's own positive is never a negative (the in-batch diagonal, duplicates)
     is_hit = neg.ids.unsqueeze(0) == batch.item_idx.unsqueeze(1) if neg.ids.dim() == 1 else neg.ids == batch.item_idx.unsqueeze(1)
     if config.remove_accidental_hits:
         is_hit = is_hit | data.positives.contains(batch.user_idx, neg.ids)
-    if config.logq_correction:
+    if use_logq(config):
         pos_logits = losses.logq_correction(pos_logits, sampler.log_q_of(batch.item_idx, len(batch.item_idx)))
         neg_logits = losses.logq_correction(neg_logits, neg.log_q)
     neg_logits = losses.remove_accidental_hits(neg_logits, is_hit)

@@ -1,0 +1,345 @@
+"""The training loop: which positives, accidental hits, logQ, determinism, early stopping."""
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from tt_helpers import evaluation, splits
+from tt_helpers.catalog import Catalog
+from tt_helpers.features import FeatureSpec, encode_table
+from tt_helpers.frequency import item_probabilities
+from tt_helpers.recipe import TwoTowerRecommender
+from tt_helpers.sampling import Batch, InBatchSampler, Negatives, PositiveSet, ScheduledSampler, UniformSampler
+from tt_helpers.towers import TowerConfig, TwoTowerModel
+from tt_helpers.training import TrainConfig, TrainingData, batch_loss, batches, make_sampler, positive_examples, train_epochs, training_data
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny tensors: a second intra-op thread only adds wake-up latency on a shared 2-core machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def synthetic_ratings(n_users=16, n_items=24, per_user=10, seed=0):
+    """Two taste groups: users like (5 stars) items of their own parity, rate the others 1-3. Ties in time."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for u in range(n_users):
+        for k, i in enumerate(rng.choice(n_items, per_user, replace=False)):
+            rating = 5.0 if i % 2 == u % 2 else float(rng.integers(1, 4))
+            rows.append((100 + u, 1000 + int(i), rating, 50 + k // 2))
+    return pd.DataFrame(rows, columns=["user_id", "item_id", "rating", "timestamp"])
+
+
+def synthetic_split(**kwargs):
+    ratings = synthetic_ratings(**kwargs)
+    return splits.temporal_user_split(ratings, Catalog.from_frames(ratings))
+
+
+def quiet(**kwargs):
+    return TrainConfig(**{"progress": False, "batch_size": 16, "max_epochs": 3, **kwargs})
+
+
+# --------------------------------------------------------------------------- positives
+
+
+def test_positive_examples_rules():
+    train = synthetic_split().train
+    frame = train.frame
+    liked = positive_examples(train, "liked")
+    assert list(liked.columns) == ["user_idx", "item_idx", "timestamp", "weight"]
+    assert len(liked) == int((frame["rating"] >= 4).sum()) > 0
+    assert (liked["weight"] == 1.0).all()
+    assert set(zip(liked.user_idx, liked.item_idx)) == set(zip(*frame[frame.rating >= 4][["user_idx", "item_idx"]].to_numpy().T))
+    everything = positive_examples(train, "any")
+    assert len(everything) == len(frame) > len(liked)
+    assert (everything["weight"] == 1.0).all()
+    weighted = positive_examples(train, "weighted")
+    assert len(weighted) == len(frame)
+    assert np.allclose(weighted["weight"].to_numpy(), frame["rating"].to_numpy() / 5.0)
+    assert weighted["weight"].dtype == np.float32
+    with pytest.raises(ValueError, match="positive rule"):
+        positive_examples(train, "loved")
+
+
+def test_training_data_counts_only_the_chosen_positives():
+    train = synthetic_split().train
+    data = training_data(train, None, "liked")
+    counts = np.bincount(data.examples.item_idx, minlength=train.n_items)
+    assert torch.allclose(data.item_probabilities, torch.tensor(counts / counts.sum(), dtype=torch.float32))
+    disliked = train.frame[train.frame.rating < 4].iloc[0]
+    user, item = torch.tensor([int(disliked.user_idx)]), torch.tensor([int(disliked.item_idx)])
+    assert not data.positives.contains(user, item).item()
+    with pytest.raises(ValueError, match="no positive"):
+        training_data(splits.temporal_user_split(synthetic_ratings().assign(rating=1.0)).train, None, "liked")
+
+
+# --------------------------------------------------------------------------- a hand-built batch
+
+
+POSITIVES = {0: {1, 2}, 1: {1, 3}, 2: {2, 4}, 3: {5}}  # user -> items liked in training
+N_ITEMS = 7
+
+
+def hand_built(temperature=0.5, seed=0):
+    torch.manual_seed(seed)
+    users = encode_table(pd.DataFrame({"user_id": range(4)}), [FeatureSpec("user_id", "user_id", "id")], np.ones(4, bool))
+    items = encode_table(pd.DataFrame({"item_id": range(N_ITEMS)}), [FeatureSpec("item_id", "item_id", "id")], np.ones(N_ITEMS, bool))
+    model = TwoTowerModel(users, items, TowerConfig(embedding_dim=6, temperature=temperature))
+    pairs = [(u, i) for u, its in POSITIVES.items() for i in sorted(its)]
+    examples = pd.DataFrame(pairs, columns=["user_idx", "item_idx"]).assign(timestamp=0, weight=np.float32(1.0))
+    data = TrainingData(
+        examples=examples,
+        n_items=N_ITEMS,
+        item_probabilities=item_probabilities(examples.item_idx.to_numpy(), N_ITEMS),
+        positives=PositiveSet(examples.user_idx.to_numpy(), examples.item_idx.to_numpy(), N_ITEMS, 4),
+        history=None,
+    )
+    return model, data
+
+
+def manual_softmax(model, batch, candidates, log_q_pos=None, log_q_neg=None, remove_hits=True, only_diagonal=False):
+    """The loss written out row by row. Left out of row b's denominator: candidates equal to b's positive,
+    and (``remove_hits``) the user's other training positives. ``only_diagonal`` (in-batch candidates):
+    leave out column b only, keeping duplicates of the positive as negatives (what *not* masking would give)."""
+    with torch.no_grad():
+        u = model.user_embeddings(batch.user_idx)
+        scores = model.logits(u, model.embed_items())  # [B, n_items]
+    total, weights = 0.0, 0.0
+    for b, (user, item, w) in enumerate(zip(batch.user_idx.tolist(), batch.item_idx.tolist(), batch.weight.tolist())):
+        pos = scores[b, item].item() - (log_q_pos[b] if log_q_pos is not None else 0.0)
+        terms = [pos]
+        for c, cand in enumerate(candidates):
+            if (c == b) if only_diagonal else (cand == item or (remove_hits and cand in POSITIVES[user])):
+                continue
+            terms.append(scores[b, cand].item() - (log_q_neg[b][c] if log_q_neg is not None else 0.0))
+        m = max(terms)
+        total += w * (m + math.log(sum(math.exp(t - m) for t in terms)) - pos)
+        weights += w
+    return total / weights
+
+
+class FixedSampler:
+    """Always the same shared candidates, with a chosen log_q per item."""
+
+    def __init__(self, ids, log_q_per_item):
+        self.ids, self.table = torch.tensor(ids), torch.tensor(log_q_per_item)
+
+    def sample(self, batch, generator, model=None, users=None):
+        return Negatives(self.ids, self.table[self.ids])
+
+    def log_q_of(self, item_idx, batch_size):
+        return self.table[item_idx]
+
+
+# Users 0 and 1 share positive item 1 (a duplicate in the batch); item 2 is user 2's positive and also a
+# training positive of user 0; item 5 is nobody else's.
+BATCH = Batch(torch.tensor([0, 1, 2, 0, 3]), torch.tensor([1, 1, 2, 2, 5]), torch.tensor([1.0, 1.0, 2.0, 1.0, 0.5]))
+
+
+@pytest.mark.parametrize("remove", [True, False])
+def test_in_batch_accidental_hits_are_left_out(remove):
+    model, data = hand_built()
+    config = quiet(logq_correction=False, remove_accidental_hits=remove)
+    sampler = InBatchSampler(data.item_probabilities)
+    loss = batch_loss(model, BATCH, sampler, config, data, torch.Generator()).item()
+    candidates = BATCH.item_idx.tolist()
+    assert loss == pytest.approx(manual_softmax(model, BATCH, candidates, remove_hits=remove), rel=1e-5)
+    # this batch really has hits: the other choices give other numbers
+    assert loss != pytest.approx(manual_softmax(model, BATCH, candidates, remove_hits=not remove), rel=1e-4)
+    assert loss != pytest.approx(manual_softmax(model, BATCH, candidates, only_diagonal=True), rel=1e-4)
+
+
+def test_in_batch_with_distinct_items_equals_the_b_by_b_softmax():
+    model, data = hand_built()
+    batch = Batch(torch.tensor([0, 1, 2, 3]), torch.tensor([1, 3, 4, 5]), torch.ones(4))  # distinct items
+    config = quiet(logq_correction=False, remove_accidental_hits=False)
+    loss = batch_loss(model, batch, InBatchSampler(data.item_probabilities), config, data, torch.Generator())
+    with torch.no_grad():
+        matrix = model.logits(model.user_embeddings(batch.user_idx), model.item_embeddings(batch.item_idx))
+    assert loss.item() == pytest.approx(torch.nn.functional.cross_entropy(matrix, torch.arange(4)).item(), rel=1e-5)
+
+
+def test_sampled_negatives_that_are_positives_of_the_user_are_left_out():
+    model, data = hand_built()
+    log_q = [-1.0, -2.0, -0.5, -3.0, -1.5, -0.7, -2.5]
+    candidates = [1, 2, 3, 5, 0, 6]  # shared by the batch; several are some user's positive
+    sampler = FixedSampler(candidates, log_q)
+    for logq in (False, True):
+        loss = batch_loss(model, BATCH, sampler, quiet(logq_correction=logq), data, torch.Generator())
+        lp = [log_q[i] for i in BATCH.item_idx.tolist()] if logq else None
+        ln = [[log_q[c] for c in candidates]] * 5 if logq else None
+        assert loss.item() == pytest.approx(manual_softmax(model, BATCH, candidates, lp, ln), rel=1e-5)
+        assert loss.item() != pytest.approx(manual_softmax(model, BATCH, candidates, lp, ln, remove_hits=False), rel=1e-4)
+
+
+def test_logq_correction_changes_the_loss_by_the_expected_amount():
+    """Two examples, distinct items a and b, no hits: row 0's loss is log(1 + exp(s01 - s00 + log q_a - log q_b))."""
+    model, data = hand_built()
+    batch = Batch(torch.tensor([0, 3]), torch.tensor([1, 5]), torch.ones(2))
+    sampler = InBatchSampler(data.item_probabilities)
+    off = batch_loss(model, batch, sampler, quiet(logq_correction=False), data, torch.Generator()).item()
+    on = batch_loss(model, batch, sampler, quiet(logq_correction=True), data, torch.Generator()).item()
+    with torch.no_grad():
+        s = model.logits(model.user_embeddings(batch.user_idx), model.item_embeddings(batch.item_idx)).double()
+    p = data.item_probabilities.double()
+    shift = math.log(p[1] / p[5])  # q_a / q_b; log(B) cancels
+    assert shift != 0
+    expected_off = (math.log1p(math.exp(s[0, 1] - s[0, 0])) + math.log1p(math.exp(s[1, 0] - s[1, 1]))) / 2
+    expected_on = (math.log1p(math.exp(s[0, 1] - s[0, 0] + shift)) + math.log1p(math.exp(s[1, 0] - s[1, 1] - shift))) / 2
+    assert off == pytest.approx(expected_off, rel=1e-5)
+    assert on - off == pytest.approx(expected_on - expected_off, rel=1e-4, abs=1e-6)
+
+
+def test_logq_correction_is_a_no_op_for_uniform_negatives():
+    model, data = hand_built()
+    sampler = UniformSampler(N_ITEMS, num_negatives=5)
+    on = batch_loss(model, BATCH, sampler, quiet(logq_correction=True), data, torch.Generator().manual_seed(1))
+    off = batch_loss(model, BATCH, sampler, quiet(logq_correction=False), data, torch.Generator().manual_seed(1))
+    assert on.item() == pytest.approx(off.item(), rel=1e-6)
+
+
+def test_bce_and_positive_only_losses():
+    model, data = hand_built()
+    with pytest.raises(ValueError, match="softmax"):
+        batch_loss(model, BATCH, None, quiet(loss="softmax", negatives="none"), data, torch.Generator())
+    assert make_sampler(quiet(negatives="none"), data) is None
+    with pytest.raises(ValueError, match="softmax"):
+        train_epochs(model, data, quiet(loss="softmax", negatives="none"), epochs=1)
+    bce = batch_loss(model, BATCH, None, quiet(loss="bce", negatives="none"), data, torch.Generator())
+    with torch.no_grad():
+        pos = (model.user_embeddings(BATCH.user_idx) * model.item_embeddings(BATCH.item_idx)).sum(1) * model.scale
+    expected = (torch.nn.functional.softplus(-pos) * BATCH.weight).sum() / BATCH.weight.sum()
+    assert bce.item() == pytest.approx(expected.item(), rel=1e-5)
+    with pytest.raises(ValueError, match="unknown negatives"):
+        make_sampler(quiet(negatives="nearest"), data)
+
+
+# --------------------------------------------------------------------------- the loop
+
+
+def test_batches_cover_every_example_once_with_leak_free_histories():
+    split = synthetic_split()
+    rec = TwoTowerRecommender(TowerConfig(embedding_dim=8, use_history=True), quiet())
+    model, data = rec.build(split.train)
+    seen = []
+    for batch in batches(data, 7, torch.Generator().manual_seed(0), with_history=True):
+        assert len(batch.user_idx) <= 7
+        start, end = batch.history
+        for u, i, s, e in zip(batch.user_idx.tolist(), batch.item_idx.tolist(), start.tolist(), end.tolist()):
+            t = data.examples[(data.examples.user_idx == u) & (data.examples.item_idx == i)].timestamp.item()
+            assert (data.history.timestamps[s:e] < t).all()
+            seen.append((u, i))
+    assert sorted(seen) == sorted(zip(data.examples.user_idx, data.examples.item_idx))
+    # shuffled, reproducibly: the order is a function of the generator's seed
+    order = lambda seed: torch.cat([b.item_idx for b in batches(data, 7, torch.Generator().manual_seed(seed), False)])  # noqa: E731
+    assert torch.equal(order(0), order(0))
+    assert not torch.equal(order(0), order(1))
+    assert not torch.equal(order(0), torch.tensor(data.examples.item_idx.to_numpy()))
+
+
+def test_scheduled_sampler_inside_the_training_loop():
+    split = synthetic_split()
+    rec = TwoTowerRecommender(TowerConfig(embedding_dim=8), quiet())
+    model, data = rec.build(split.train)
+    calls = {"first": 0, "second": 0}
+
+    class Counting(UniformSampler):
+        def __init__(self, name):
+            super().__init__(data.n_items, 4)
+            self.name = name
+
+        def sample(self, batch, generator, model=None, users=None):
+            calls[self.name] += 1
+            return super().sample(batch, generator, model, users)
+
+    config = quiet(negatives=lambda d: ScheduledSampler([(1, Counting("first")), (3, Counting("second"))]))
+    history, _ = train_epochs(model, data, config, epochs=4)
+    n_batches = -(-len(data.examples) // config.batch_size)
+    assert list(history.index) == [1, 2, 3, 4]
+    assert calls == {"first": 2 * n_batches, "second": 2 * n_batches}
+
+
+def fit_items(seed, **tower):
+    split = synthetic_split()
+    rec = TwoTowerRecommender(
+        TowerConfig(**{"embedding_dim": 8, "feature_dim": 4, "hidden_layers": (8,), "use_history": True, **tower}),
+        quiet(seed=seed, max_epochs=2, negatives="mixed", num_negatives=8),
+    )
+    rec.fit(split.train)
+    return rec.model.embed_items(), rec.history_
+
+
+def test_same_seed_same_model_different_seed_different_model():
+    a, history_a = fit_items(seed=3)
+    b, history_b = fit_items(seed=3)
+    c, history_c = fit_items(seed=4)
+    assert torch.equal(a, b)
+    pd.testing.assert_frame_equal(history_a, history_b)
+    assert len(history_a) == 2
+    assert not torch.allclose(a, c)
+    assert not history_a.equals(history_c)
+
+
+def test_early_stopping_restores_the_best_epoch_scripted():
+    split = synthetic_split()
+    rec = TwoTowerRecommender(TowerConfig(embedding_dim=8), quiet(patience=2, learning_rate=0.05))
+    model, data = rec.build(split.train)
+    script = iter([0.1, 0.3, 0.2, 0.3, 0.9, 0.95])  # epoch 4 ties the best: not an improvement
+    snapshots = []
+
+    def evaluate_epoch():
+        snapshots.append(model.embed_items())
+        return {"val_Recall@100": next(script), "val_other": 0.0}
+
+    history, best_state = train_epochs(model, data, rec.training, epochs=10, evaluate_epoch=evaluate_epoch)
+    assert list(history.index) == [1, 2, 3, 4]  # two epochs without improvement after epoch 2
+    assert history["val_Recall@100"].tolist() == [0.1, 0.3, 0.2, 0.3]
+    assert best_state is not None
+    assert torch.equal(model.embed_items(), snapshots[1])  # epoch 2's weights
+    assert not torch.equal(snapshots[1], snapshots[3])
+    assert not model.training
+
+
+def test_early_stopping_on_real_validation_recall():
+    split = synthetic_split(n_users=24, per_user=12)
+    validation = split.validation()
+    training = quiet(max_epochs=12, patience=2, learning_rate=0.2, early_stopping_metric="NDCG@5")
+    rec = TwoTowerRecommender(TowerConfig(embedding_dim=8, temperature=0.05), training).fit(validation.train, validation)
+    h = rec.history_["val_NDCG@5"]
+    best = rec.best_epoch
+    assert best == int(h.idxmax())
+    # stopped exactly `patience` epochs after the best one (or ran out of epochs)
+    assert len(h) == min(best + training.patience, training.max_epochs)
+    assert (h.loc[best + 1 :] <= h.loc[best]).all()
+    # the restored model is the best epoch's: evaluating it again reproduces the recorded best value
+    again = evaluation.evaluate(rec, validation, ks=(5, 10))["NDCG@5"]
+    assert again == pytest.approx(h.max(), abs=1e-7)
+    assert best < len(h)  # with this seed and learning rate the model peaks early, so a restore was needed
+
+
+def test_logq_defaults_to_the_loss_and_refuses_bce():
+    from tt_helpers.training import TrainConfig, use_logq
+
+    assert use_logq(TrainConfig(loss="softmax")) is True
+    assert use_logq(TrainConfig(loss="bce")) is False
+    assert use_logq(TrainConfig(loss="softmax", logq_correction=False)) is False
+    with pytest.raises(ValueError, match="logq_correction=False"):
+        use_logq(TrainConfig(loss="bce", logq_correction=True))
+
+
+def test_per_example_candidates_are_embedded_once_and_in_place():
+    from tt_helpers.sampling import Negatives
+    from tt_helpers.training import candidate_embeddings
+
+    model, _ = hand_built()
+    ids = torch.tensor([[1, 2, 1], [2, 2, 5]])
+    emb = candidate_embeddings(model, Negatives(ids, torch.zeros(ids.shape)), model.item_embeddings(torch.tensor([0, 3])))
+    assert emb.shape == (2, 3, model.config.embedding_dim)
+    assert torch.allclose(emb, model.item_embeddings(ids.reshape(-1)).reshape(2, 3, -1))

@@ -9,13 +9,7 @@ from torch import nn
 from tt_helpers.features import FeatureSpec, History, encode_table
 from tt_helpers.towers import TowerConfig, TwoTowerModel, mlp
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: a second intra-op thread only adds wake-up latency on a shared 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
 
 N_USERS, N_ITEMS = 5, 7

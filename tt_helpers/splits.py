@@ -192,3 +192,43 @@ def random_split(
 
     name = f"random {1 - test_fraction:.0%}/{test_fraction:.0%} split of interactions, positive = rating >= {positive_threshold:g}"
     return _make(frame, is_test, catalog, positive_threshold, name, resplit)
+
+
+def make_items_cold(
+    split: Split,
+    n_items: int | None = None,
+    fraction: float | None = None,
+    seed: int = 0,
+) -> tuple[Split, np.ndarray]:
+    """Turn some items into **cold-start items**: present in the test part, absent from training.
+
+    Candidates are the items with at least one test positive; ``n_items`` of them (or ``fraction`` of them,
+    rounded down, at least 1; give exactly one of the two) are drawn uniformly at random with ``seed``. Every
+    training interaction of the drawn items is removed from ``split.train`` (so they are unseen in training:
+    an ``"id"`` feature maps them to the out-of-vocabulary bucket, and the validation split carved from the
+    new train part never contains them either); the test part and the catalogue are left unchanged.
+
+    Returns ``(cold split, cold item indices)``, the indices sorted. Evaluate the cold split with
+    ``evaluate(..., relevant_items=cold_items)`` to measure how well a model retrieves the cold items.
+    """
+    if (n_items is None) == (fraction is None):
+        raise ValueError("give exactly one of n_items (a count) or fraction (a share of the candidate items)")
+    candidates = np.unique(split.test.positives()["item_idx"].to_numpy())
+    if len(candidates) == 0:
+        raise ValueError("the split has no test positives: no item can be made cold")
+    if fraction is not None:
+        if not 0 < fraction <= 1:
+            raise ValueError(f"fraction must be in (0, 1], got {fraction}")
+        n_items = max(1, int(np.floor(fraction * len(candidates))))
+    if not 1 <= n_items <= len(candidates):
+        raise ValueError(f"n_items must be in 1..{len(candidates)} (items with a test positive), got {n_items}")
+    rng = np.random.default_rng(seed)
+    cold = np.sort(rng.choice(candidates, size=n_items, replace=False))
+    train = split.train.frame
+    kept = train[~train["item_idx"].isin(cold)].reset_index(drop=True)
+    cold_split = replace(
+        split,
+        train=replace(split.train, frame=kept),
+        protocol=f"{split.protocol}; {n_items} items with test positives made cold (training interactions removed)",
+    )
+    return cold_split, cold

@@ -17,14 +17,22 @@ import io
 import os
 import pathlib
 import stat
+import warnings
 import zipfile
 from dataclasses import dataclass
 from typing import Any, Callable
 
 import pandas as pd
 
-# pooch is imported inside the functions that use it: importing it loads tqdm.auto, which prints a
-# warning in Jupyter kernels without ipywidgets, and that warning would become part of every chapter's output.
+
+def _pooch():
+    """Import pooch only when needed, silencing the warning its import of ``tqdm.auto`` prints in Jupyter
+    kernels without ipywidgets: it would become part of a chapter's output on some machines only."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="IProgress not found")
+        import pooch
+    return pooch
+
 
 ENV_VAR = "TT_HELPERS_DATA"
 BASE_URL = "https://files.grouplens.org/datasets/movielens/"
@@ -98,9 +106,7 @@ def default_data_dir() -> pathlib.Path:
     env = os.environ.get(ENV_VAR)
     if env:
         return pathlib.Path(env).expanduser()
-    import pooch
-
-    return pathlib.Path(pooch.os_cache("tt_helpers"))
+    return pathlib.Path(_pooch().os_cache("tt_helpers"))
 
 
 def load_movielens(
@@ -191,8 +197,7 @@ def _check_writable(root: pathlib.Path, context: str) -> None:
 
 def _download(name: str, spec: dict[str, Any], root: pathlib.Path) -> pathlib.Path:
     """Fetch the zip into ``root`` with pooch; wrap network and hash failures in DataFileError."""
-    import pooch
-
+    pooch = _pooch()
     try:
         path = pooch.retrieve(
             spec["url"], known_hash=spec["zip_hash"], fname=spec["zip"], path=root, progressbar=False

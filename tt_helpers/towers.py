@@ -73,7 +73,7 @@ class Tower(nn.Module):
         super().__init__()
         self.table = table
         self.normalize = normalize
-        self.history_embedding = history_embedding  # shared with the item tower; not registered twice
+        self.history_embedding = history_embedding  # the item tower's id table, also registered here (parameters() lists it once)
         self.embeddings = nn.ModuleDict()
         width = 0
         for name, column in table.columns.items():

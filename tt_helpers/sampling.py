@@ -218,3 +218,43 @@ class ScheduledSampler:
 
     def log_q_of(self, item_idx, batch_size):
         return self.current.log_q_of(item_idx, batch_size)
+
+
+@dataclass(frozen=True)
+class CombinedNegatives(Negatives):
+    """Candidates shared by the batch (``ids``/``log_q``, ``[M]``, first ``n_from_batch`` from the batch) plus
+    per-example candidates (``extra_ids``/``extra_log_q``, ``[B, m]``).
+
+    Same loss as concatenating them into ``[B, M + m]``, but the shared part stays one matrix product: expanding
+    ``M`` shared candidates to every example costs ``B`` times more (memory and time) for nothing.
+    """
+
+    extra_ids: torch.Tensor | None = None  # [B, m]
+    extra_log_q: torch.Tensor | None = None  # [B, m]
+
+
+class WithPerExampleNegatives:
+    """A base sampler's candidates (shared by the batch) plus a per-example sampler's ``[B, m]`` candidates,
+    e.g. in-batch + hard negatives, or random + impression negatives (chapter 3).
+
+    ``extra_log_q``: ``"sampler"`` keeps the extra sampler's own ``log_q`` (hard negatives: 0, the convention of
+    :class:`HardNegativeSampler`); ``"base"`` gives each extra candidate the ``log_q`` the *base* proposal gives
+    that item, so that it weighs in the softmax like one base candidate (with a uniform base, a constant).
+    The positive's ``log_q_of`` is always the base's.
+    """
+
+    def __init__(self, base: NegativeSampler, extra: NegativeSampler, extra_log_q: str = "sampler"):
+        if extra_log_q not in ("sampler", "base"):
+            raise ValueError(f"extra_log_q must be 'sampler' or 'base', got {extra_log_q!r}")
+        self.base, self.extra, self.extra_log_q = base, extra, extra_log_q
+
+    def sample(self, batch, generator, model=None, users=None) -> Negatives:
+        b = self.base.sample(batch, generator, model, users)
+        e = self.extra.sample(batch, generator, model, users)
+        if b.ids.dim() != 1 or e.ids.dim() != 2:
+            raise ValueError("WithPerExampleNegatives needs a shared ([M]) base and a per-example ([B, m]) extra sampler")
+        extra_log_q = e.log_q if self.extra_log_q == "sampler" else self.base.log_q_of(e.ids, len(batch.item_idx))
+        return CombinedNegatives(b.ids, b.log_q, b.n_from_batch, extra_ids=e.ids, extra_log_q=extra_log_q)
+
+    def log_q_of(self, item_idx, batch_size):
+        return self.base.log_q_of(item_idx, batch_size)

@@ -170,13 +170,20 @@ def batch_loss(model: TwoTowerModel, batch: Batch, sampler: NegativeSampler | No
     neg = sampler.sample(batch, generator, model, users)
     neg_emb = candidate_embeddings(model, neg, positives)
     neg_logits = losses.negative_logits(users, neg_emb, model.scale)
+    neg_ids, neg_log_q = neg.ids, neg.log_q
+    if getattr(neg, "extra_ids", None) is not None:  # shared plus per-example candidates (sampling.CombinedNegatives)
+        extra = Negatives(neg.extra_ids, neg.extra_log_q)
+        neg_logits = torch.cat([neg_logits, losses.negative_logits(users, candidate_embeddings(model, extra, positives), model.scale)], 1)
+        rows = len(batch.item_idx)
+        neg_ids = torch.cat([neg.ids.expand(rows, -1), neg.extra_ids], 1)
+        neg_log_q = torch.cat([neg.log_q.expand(rows, -1), neg.extra_log_q], 1)
     # a candidate equal to the example's own positive is never a negative (the in-batch diagonal, duplicates)
-    is_hit = neg.ids.unsqueeze(0) == batch.item_idx.unsqueeze(1) if neg.ids.dim() == 1 else neg.ids == batch.item_idx.unsqueeze(1)
+    is_hit = neg_ids.unsqueeze(0) == batch.item_idx.unsqueeze(1) if neg_ids.dim() == 1 else neg_ids == batch.item_idx.unsqueeze(1)
     if config.remove_accidental_hits:
-        is_hit = is_hit | data.positives.contains(batch.user_idx, neg.ids)
+        is_hit = is_hit | data.positives.contains(batch.user_idx, neg_ids)
     if use_logq(config):
         pos_logits = losses.logq_correction(pos_logits, sampler.log_q_of(batch.item_idx, len(batch.item_idx)))
-        neg_logits = losses.logq_correction(neg_logits, neg.log_q)
+        neg_logits = losses.logq_correction(neg_logits, neg_log_q)
     neg_logits = losses.remove_accidental_hits(neg_logits, is_hit)
     if config.loss == "softmax":
         return losses.sampled_softmax_loss(pos_logits, neg_logits, batch.weight)

@@ -16,13 +16,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from .plotting import COLORS
-
-
-def _axes(ax: plt.Axes | None) -> plt.Axes:
-    if ax is None:
-        _, ax = plt.subplots()
-    return ax
+from .plotting import COLORS, _axes
 
 
 def _columns(summary: pd.DataFrame, metric: str) -> tuple[np.ndarray, np.ndarray]:

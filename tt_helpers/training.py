@@ -18,7 +18,7 @@ from tqdm import tqdm
 from . import losses
 from .features import History
 from .frequency import item_probabilities
-from .sampling import Batch, HardNegativeSampler, Negatives, InBatchSampler, MixedSampler, NegativeSampler, PopularitySampler, PositiveSet, UniformSampler
+from .sampling import Batch, CombinedNegatives, HardNegativeSampler, Negatives, InBatchSampler, MixedSampler, NegativeSampler, PopularitySampler, PositiveSet, UniformSampler
 from .splits import Interactions
 from .towers import TwoTowerModel
 
@@ -171,7 +171,7 @@ def batch_loss(model: TwoTowerModel, batch: Batch, sampler: NegativeSampler | No
     neg_emb = candidate_embeddings(model, neg, positives)
     neg_logits = losses.negative_logits(users, neg_emb, model.scale)
     neg_ids, neg_log_q = neg.ids, neg.log_q
-    if getattr(neg, "extra_ids", None) is not None:  # shared plus per-example candidates (sampling.CombinedNegatives)
+    if isinstance(neg, CombinedNegatives) and neg.extra_ids is not None:  # shared plus per-example candidates
         extra = Negatives(neg.extra_ids, neg.extra_log_q)
         neg_logits = torch.cat([neg_logits, losses.negative_logits(users, candidate_embeddings(model, extra, positives), model.scale)], 1)
         rows = len(batch.item_idx)

@@ -245,3 +245,10 @@ def test_tune_on_another_metric_and_default_ks():
     assert set(["Recall@10", "Recall@50", "Recall@100", "MRR"]) <= set(table.columns)
     assert table.loc[0.0, "MRR"] == pytest.approx(table.loc[1.0, "MRR"])  # identical rankings
     assert best == 0.0  # ties go to the first value of the grid
+
+
+def test_nan_scores_raise_instead_of_ranking_first():
+    scores = SCORES.clone()
+    scores[2, 3] = float("nan")
+    with pytest.raises(ValueError, match=r"NaN for user indices \[2\].*diverged"):
+        evaluation.evaluate(FixedModel(scores), tiny_split(), ks=(1,))

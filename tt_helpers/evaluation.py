@@ -124,6 +124,12 @@ def _hit_batches(model: Recommender, split: Split, batch_size: int = 1024, relev
                     f"model.score returned shape {tuple(scores.shape)}, expected ({len(batch)}, {n_items}): "
                     "one score per catalogue item for each user"
                 )
+            if torch.isnan(scores).any():
+                bad = batch[torch.isnan(scores).any(1).numpy()][:10].tolist()
+                raise ValueError(
+                    f"model.score returned NaN for user indices {bad}: NaN would rank first and every metric "
+                    "would be meaningless. The model has probably diverged (lower the learning rate)."
+                )
             ranked = metrics.exclude_and_rank(scores, _bool_rows(seen, batch, n_items))
             yield batch, ranked, metrics.hit_matrix(ranked, _bool_rows(relevant, batch, n_items))
 

@@ -27,7 +27,3 @@ def seed_everything(seed: int = DEFAULT_SEED, threads: int | None = None) -> tor
         torch.set_num_threads(threads)
     return torch.Generator().manual_seed(seed)
 
-
-def numpy_rng(seed: int = DEFAULT_SEED) -> np.random.Generator:
-    """A NumPy generator for one component, independent of the global state."""
-    return np.random.default_rng(seed)

@@ -7,7 +7,8 @@ import pytest
 from tt_helpers import splits
 from tt_helpers.catalog import Catalog
 from tt_helpers.evaluation import evaluate
-from tt_helpers.features import MOVIELENS_ITEM_FEATURES, align_to_catalog, encode_table
+from tt_helpers.datasets.movielens import MOVIELENS_ITEM_FEATURES
+from tt_helpers.features import align_to_catalog, encode_table
 
 KEY = ["user_id", "item_id", "timestamp"]
 

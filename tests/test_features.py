@@ -36,6 +36,17 @@ def test_vocabulary_maps_known_values_to_1_to_n_and_everything_else_to_oov():
     assert OOV == 0
 
 
+def test_vocabulary_sorts_numbers_numerically_and_anything_else_as_text():
+    # numbers (Python or numpy, ints and floats mixed) in numeric order: 2 before 10, so user 2 gets id 2
+    vocab = Vocabulary.fit([10, 2, np.int64(1), 2.5, 112])
+    assert vocab.values == (1, 2, 2.5, 10, 112)
+    assert vocab.encode([1, 2, 10, 112]).tolist() == [1, 2, 4, 5]
+    # strings, even of digits, and mixed types sort by their text
+    assert Vocabulary.fit(["10", "2", "1"]).values == ("1", "10", "2")
+    assert Vocabulary.fit([10, "2", 1]).values == (1, 10, "2")
+    assert Vocabulary.fit([True, 2]).values == (2, True)  # a bool is not a number here: as text
+
+
 def test_vocabulary_of_numbers_and_empty_vocabulary():
     vocab = Vocabulary.fit([30, 10, 20, 10])
     assert vocab.encode([10, 20, 30, 40]).tolist() == [1, 2, 3, 0]
@@ -153,8 +164,8 @@ def test_encode_table_id_vocabulary_is_fit_on_seen_rows_only():
     assert table.n_rows == 5
     item = table.columns["item_id"]
     assert isinstance(item, CategoricalColumn)
-    # vocabulary of seen ids {9, 10, 12}, sorted by text: "10" < "12" < "9"
-    assert item.ids.tolist() == [1, 0, 2, 0, 3]
+    # vocabulary of seen ids {9, 10, 12}, sorted numerically: 9 < 10 < 12
+    assert item.ids.tolist() == [2, 0, 3, 0, 1]
     assert item.cardinality == 4
     # an "id" spec over "kind" only knows x and z (seen rows) -> y is OOV
     assert table.columns["kind_id"].ids.tolist() == [1, 0, 2, 0, 1]

@@ -184,3 +184,44 @@ def test_ranking_does_not_modify_inputs():
     metrics.exclude_and_rank(scores, exclude)
     assert torch.equal(scores, SCORES)
     assert torch.equal(exclude, EXCLUDE)
+
+
+def test_allowed_minus_inf_items_rank_before_every_excluded_item_whatever_its_score():
+    inf = float("inf")
+    # row 0: the excluded items score highest (+inf, 9); the allowed ones include -inf and a NaN
+    # row 1: everything allowed is -inf, the excluded item of lowest index scores -inf too
+    scores = torch.tensor(
+        [
+            [inf, -inf, 9.0, 0.5, -inf, float("nan"), 0.5],
+            [-inf, -inf, 3.0, -inf, -inf, 3.0, -inf],
+        ]
+    )
+    exclude = torch.tensor(
+        [
+            [True, False, True, False, False, False, False],
+            [True, False, True, False, True, True, False],
+        ]
+    )
+    ranked = metrics.exclude_and_rank(scores, exclude)
+    # allowed first (ties in index order: 3 before 6; the -inf and NaN ones last among the allowed, by index),
+    # then the excluded ones, also in index order whatever their scores
+    assert ranked[0].tolist() == [3, 6, 1, 4, 5, 0, 2]
+    assert ranked[1].tolist() == [1, 3, 6, 0, 2, 4, 5]
+
+
+def test_ties_keep_index_order_on_long_rows():
+    """Long rows (the sort may switch kernels with the size): equal keys stay in index order."""
+    g = torch.Generator().manual_seed(0)
+    n = 20_000
+    scores = torch.randint(0, 3, (2, n), generator=g).float()
+    scores[torch.rand(2, n, generator=g) < 0.05] = float("-inf")
+    exclude = torch.rand(2, n, generator=g) < 0.2
+    ranked = metrics.exclude_and_rank(scores, exclude)
+    for u in range(2):
+        s, e, r = scores[u], exclude[u], ranked[u]
+        allowed = int((~e).sum())
+        assert not e[r[:allowed]].any() and e[r[allowed:]].all()
+        key = torch.where(e, torch.full_like(s, -2.0), torch.where(torch.isinf(s), torch.full_like(s, -1.0), s))[r]
+        assert (key[1:] <= key[:-1]).all()  # best first
+        same = key[1:] == key[:-1]
+        assert (r[1:][same] > r[:-1][same]).all()  # ties: lower item index first

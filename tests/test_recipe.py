@@ -12,7 +12,8 @@ import torch
 from tt_helpers import evaluation, splits
 from tt_helpers.baselines import PopularRecommender
 from tt_helpers.catalog import Catalog
-from tt_helpers.recipe import FitResult, TwoTowerRecommender, fit_two_tower
+from tt_helpers.experiments import FitResult, fit_on_split
+from tt_helpers.recipe import TwoTowerRecommender
 from tt_helpers.towers import TowerConfig
 from tt_helpers.training import TrainConfig
 
@@ -107,10 +108,10 @@ def test_score_shape_and_evaluation(tower):
         rec.best_epoch  # fitted without a validation split
 
 
-def test_fit_two_tower_refits_for_the_best_epoch():
+def test_fit_on_split_refits_for_the_best_epoch():
     split = synthetic_split()
     training = quiet(max_epochs=8, patience=2, learning_rate=0.02, early_stopping_metric="NDCG@5")
-    fit = fit_two_tower(split, TowerConfig(embedding_dim=8, temperature=0.1), training)
+    fit = fit_on_split(split, TowerConfig(embedding_dim=8, temperature=0.1), training)
     assert isinstance(fit, FitResult)
     metric = fit.history["val_NDCG@5"]
     assert fit.best_epoch == int(metric.idxmax())
@@ -123,7 +124,7 @@ def test_fit_two_tower_refits_for_the_best_epoch():
     assert fit.recommender.score(torch.tensor([0])).shape == (1, split.catalog.n_items)
 
 
-def test_fit_two_tower_never_looks_at_test(monkeypatch):
+def test_fit_on_split_never_looks_at_test(monkeypatch):
     split = synthetic_split()
     seen_frames = []
     original = TwoTowerRecommender.fit
@@ -135,7 +136,7 @@ def test_fit_two_tower_never_looks_at_test(monkeypatch):
         return original(self, train, validation, epochs)
 
     monkeypatch.setattr(TwoTowerRecommender, "fit", spy)
-    fit_two_tower(split, TowerConfig(embedding_dim=8), quiet(max_epochs=2, early_stopping_metric="NDCG@5"))
+    fit_on_split(split, TowerConfig(embedding_dim=8), quiet(max_epochs=2, early_stopping_metric="NDCG@5"))
     assert len(seen_frames) == 3  # validation run (train + validation target), then the refit
     test_keys = set(zip(split.test.frame.user_id, split.test.frame.item_id))
     for frame in seen_frames:
@@ -199,7 +200,7 @@ def test_movielens_id_only_two_tower_beats_popularity():
     root = _movielens_dir()
     if root is None:
         pytest.skip("MovieLens 100K not found (set TT_HELPERS_DATA or put it in ../shared/data/movielens)")
-    from tt_helpers.data import load_movielens
+    from tt_helpers.datasets import load_movielens
 
     started = time.perf_counter()
     ml = load_movielens("ml-100k", data_dir=root, download=False)

@@ -14,14 +14,17 @@ import torch
 from tt_helpers.features import FeatureSpec, encode_table
 from tt_helpers.sampling import (
     Batch,
+    FullCatalogueSampler,
     HardNegativeSampler,
     InBatchSampler,
     MixedSampler,
+    NegativeSampler,
     Negatives,
     PopularitySampler,
     PositiveSet,
     ScheduledSampler,
     UniformSampler,
+    WithPerExampleNegatives,
 )
 from tt_helpers.towers import TowerConfig, TwoTowerModel
 
@@ -224,20 +227,39 @@ def test_hard_negatives_come_from_the_models_top_and_never_are_positives():
 
 
 def test_hard_negatives_with_a_base_sampler():
+    """With a base, the draw is the base's shared candidates plus per-example hard negatives as ``extra``."""
     model = tiny_model()
     p = torch.full((30,), 1 / 30)
     positives = PositiveSet(np.array([0, 1]), np.array([3, 5]), 30, 4)
     sampler = HardNegativeSampler(positives, base=InBatchSampler(p), num_negatives=4, top=10)
     batch = batch_of([3, 5, 8], users=[0, 1, 2])
     neg = sampler.sample(batch, gen(), model, model.user_embeddings(batch.user_idx))
-    assert neg.ids.shape == (3, 3 + 4)
-    assert torch.equal(neg.ids[:, :3], batch.item_idx.expand(3, -1))
-    assert torch.allclose(neg.log_q[:, :3], torch.log(3 * p[batch.item_idx]).expand(3, -1))
-    assert torch.equal(neg.log_q[:, 3:], torch.zeros(3, 4))
+    # the base's in-batch candidates, shared by the batch ([M], not expanded to [B, M])
+    assert neg.ids.shape == (3,) and neg.n_from_batch == 3
+    assert torch.equal(neg.ids, batch.item_idx)
+    assert torch.allclose(neg.log_q, torch.log(3 * p[batch.item_idx]))
+    # then the hard negatives, per example, with log_q 0
+    assert neg.extra is not None and neg.extra.extra is None
+    assert neg.extra.ids.shape == (3, 4) and neg.extra.n_from_batch == 0
+    assert torch.equal(neg.extra.log_q, torch.zeros(3, 4))
+    assert not positives.contains(batch.user_idx, neg.extra.ids).any()  # hard negatives are never positives
+    blocks = neg.blocks()
+    assert [b.ids.shape for b in blocks] == [(3,), (3, 4)]
+    assert [b.n_from_batch for b in blocks] == [3, 0]
+    assert torch.equal(blocks[1].ids, neg.extra.ids) and all(b.extra is None for b in blocks)
     assert torch.allclose(sampler.log_q_of(batch.item_idx, 3), torch.log(3 * p[batch.item_idx]))
     assert torch.equal(HardNegativeSampler(positives).log_q_of(batch.item_idx, 3), torch.zeros(3))
     with pytest.raises(ValueError, match="model"):
         sampler.sample(batch, gen())
+
+
+def test_full_catalogue_sampler_is_every_item_once_with_log_q_zero():
+    sampler = FullCatalogueSampler(9)
+    neg = sampler.sample(batch_of([3, 5]), gen())
+    assert torch.equal(neg.ids, torch.arange(9)) and neg.n_from_batch == 0 and neg.extra is None
+    assert torch.equal(neg.log_q, torch.zeros(9))
+    assert torch.equal(sampler.log_q_of(torch.tensor([[1, 2], [3, 8]]), 2), torch.zeros(2, 2))
+    assert isinstance(sampler, NegativeSampler)
 
 
 # --------------------------------------------------------------------------- positive set
@@ -289,9 +311,13 @@ def test_positive_set_users_without_positives():
 # --------------------------------------------------------------------------- schedules
 
 
-class Recorder:
+class Recorder(NegativeSampler):
     def __init__(self, name, log_q=0.0):
         self.name, self.calls, self.value = name, 0, log_q
+        self.epochs = []
+
+    def start_epoch(self, epoch):
+        self.epochs.append(epoch)
 
     def sample(self, batch, generator, model=None, users=None):
         self.calls += 1
@@ -307,20 +333,22 @@ def test_scheduled_sampler_switches_at_the_stated_epochs():
     assert sched.current is a
     expected = {1: a, 2: a, 3: b, 4: b, 5: b, 6: c, 7: c, 20: c}
     for epoch, sampler in expected.items():
-        sched.set_epoch(epoch)
+        sched.start_epoch(epoch)
         assert sched.current is sampler, epoch
         calls = sampler.calls
         assert sched.sample(batch_of([1]), gen()).log_q.item() == sampler.value
         assert sampler.calls == calls + 1
         assert sched.log_q_of(torch.tensor([1, 2]), 2).tolist() == [sampler.value] * 2
+    # the hook reaches the stage in use, and only it
+    assert (a.epochs, b.epochs, c.epochs) == ([1, 2], [3, 4, 5], [6, 7, 20])
 
 
 def test_scheduled_sampler_stage_order_and_validation():
     a, b = Recorder("a"), Recorder("b")
     sched = ScheduledSampler([(4, b), (1, a)])  # given out of order
-    sched.set_epoch(3)
+    sched.start_epoch(3)
     assert sched.current is a
-    sched.set_epoch(4)
+    sched.start_epoch(4)
     assert sched.current is b
     with pytest.raises(ValueError, match="epoch 1"):
         ScheduledSampler([(2, a), (4, b)])
@@ -328,3 +356,21 @@ def test_scheduled_sampler_stage_order_and_validation():
         ScheduledSampler([])
     with pytest.raises(ValueError, match="epoch 1"):
         ScheduledSampler([(1, a), (0, b)])  # a stage before epoch 1 would silently be the first one
+
+
+class PerExample(Recorder):
+    def sample(self, batch, generator, model=None, users=None):
+        self.calls += 1
+        return Negatives(torch.tensor([[0, 1]] * len(batch.item_idx)), torch.full((len(batch.item_idx), 2), self.value))
+
+
+def test_with_per_example_negatives_forwards_the_hook_and_keeps_both_blocks():
+    base, extra = Recorder("base", 1.0), PerExample("extra", 2.0)
+    sampler = WithPerExampleNegatives(base, extra)
+    sampler.start_epoch(1)
+    sampler.start_epoch(2)
+    assert base.epochs == [1, 2] and extra.epochs == [1, 2]
+    neg = sampler.sample(batch_of([4, 5, 6]), gen())
+    assert [b.ids.shape for b in neg.blocks()] == [(1,), (3, 2)]
+    assert neg.log_q.tolist() == [1.0] and (neg.extra.log_q == 2.0).all()
+    assert (WithPerExampleNegatives(base, extra, "base").sample(batch_of([4, 5, 6]), gen()).extra.log_q == 1.0).all()

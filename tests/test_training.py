@@ -1,6 +1,7 @@
 """The training loop: which positives, accidental hits, logQ, determinism, early stopping."""
 
 import math
+import re
 
 import numpy as np
 import pandas as pd
@@ -12,7 +13,16 @@ from tt_helpers.catalog import Catalog
 from tt_helpers.features import FeatureSpec, encode_table
 from tt_helpers.frequency import item_probabilities
 from tt_helpers.recipe import TwoTowerRecommender
-from tt_helpers.sampling import Batch, InBatchSampler, Negatives, PositiveSet, ScheduledSampler, UniformSampler
+from tt_helpers.sampling import (
+    Batch,
+    FullCatalogueSampler,
+    InBatchSampler,
+    NegativeSampler,
+    Negatives,
+    PositiveSet,
+    ScheduledSampler,
+    UniformSampler,
+)
 from tt_helpers.towers import TowerConfig, TwoTowerModel
 from tt_helpers.training import TrainConfig, TrainingData, batch_loss, batches, make_sampler, positive_examples, train_epochs, training_data
 
@@ -119,7 +129,7 @@ def manual_softmax(model, batch, candidates, log_q_pos=None, log_q_neg=None, rem
     return total / weights
 
 
-class FixedSampler:
+class FixedSampler(NegativeSampler):
     """Always the same shared candidates, with a chosen log_q per item."""
 
     def __init__(self, ids, log_q_per_item):
@@ -201,18 +211,108 @@ def test_logq_correction_is_a_no_op_for_uniform_negatives():
 
 def test_bce_and_positive_only_losses():
     model, data = hand_built()
+    # a softmax without negatives is refused: when the config is built, and by the loss itself
     with pytest.raises(ValueError, match="softmax"):
-        batch_loss(model, BATCH, None, quiet(loss="softmax", negatives="none"), data, torch.Generator())
-    assert make_sampler(quiet(negatives="none"), data) is None
+        quiet(loss="softmax", negatives="none")
     with pytest.raises(ValueError, match="softmax"):
-        train_epochs(model, data, quiet(loss="softmax", negatives="none"), epochs=1)
+        batch_loss(model, BATCH, None, quiet(loss="softmax"), data, torch.Generator())
+    assert make_sampler(quiet(loss="bce", negatives="none"), data) is None
     bce = batch_loss(model, BATCH, None, quiet(loss="bce", negatives="none"), data, torch.Generator())
     with torch.no_grad():
         pos = (model.user_embeddings(BATCH.user_idx) * model.item_embeddings(BATCH.item_idx)).sum(1) * model.scale
     expected = (torch.nn.functional.softplus(-pos) * BATCH.weight).sum() / BATCH.weight.sum()
     assert bce.item() == pytest.approx(expected.item(), rel=1e-5)
-    with pytest.raises(ValueError, match="unknown negatives"):
-        make_sampler(quiet(negatives="nearest"), data)
+    history, _ = train_epochs(model, data, quiet(loss="bce", negatives="none"), epochs=1)  # the loop runs without a sampler
+    assert np.isfinite(history["train_loss"]).all()
+    with pytest.raises(ValueError, match="negatives"):
+        quiet(negatives="nearest")
+
+
+def test_bce_with_sampled_negatives_equals_a_hand_computation():
+    model, data = hand_built()
+    candidates = [1, 2, 3, 5, 0, 6]
+    sampler = FixedSampler(candidates, [0.0] * N_ITEMS)
+    loss = batch_loss(model, BATCH, sampler, quiet(loss="bce", logq_correction=False), data, torch.Generator())
+    with torch.no_grad():
+        scores = model.logits(model.user_embeddings(BATCH.user_idx), model.embed_items())
+    softplus = lambda x: math.log1p(math.exp(x))  # noqa: E731
+    total = 0.0
+    for b, (user, item, w) in enumerate(zip(BATCH.user_idx.tolist(), BATCH.item_idx.tolist(), BATCH.weight.tolist())):
+        kept = [c for c in candidates if c != item and c not in POSITIVES[user]]
+        total += w * (softplus(-scores[b, item].item()) + sum(softplus(scores[b, c].item()) for c in kept))
+    assert loss.item() == pytest.approx(total / BATCH.weight.sum().item(), rel=1e-5)
+
+
+def test_full_catalogue_negatives_are_the_full_softmax_with_the_users_positives_masked():
+    model, data = hand_built()
+    config = quiet(negatives="full")
+    sampler = make_sampler(config, data)
+    assert isinstance(sampler, FullCatalogueSampler) and sampler.n_items == N_ITEMS
+    loss = batch_loss(model, BATCH, sampler, config, data, torch.Generator())
+    # by hand: row b's softmax over its positive and every item that is not one of the user's positives
+    with torch.no_grad():
+        scores = model.logits(model.user_embeddings(BATCH.user_idx), model.embed_items()).double()
+    total = 0.0
+    for b, (user, item, w) in enumerate(zip(BATCH.user_idx.tolist(), BATCH.item_idx.tolist(), BATCH.weight.tolist())):
+        others = [j for j in range(N_ITEMS) if j not in POSITIVES[user]]
+        assert item not in others
+        denominator = torch.logsumexp(scores[b, [item] + others], 0).item()
+        total += w * (denominator - scores[b, item].item())
+    expected = total / BATCH.weight.sum().item()
+    assert loss.item() == pytest.approx(expected, rel=1e-5)
+    assert loss.item() == pytest.approx(manual_softmax(model, BATCH, list(range(N_ITEMS))), rel=1e-5)
+    # log q = 0: the correction changes nothing; without masking, the user's positives are negatives again
+    assert batch_loss(model, BATCH, sampler, quiet(negatives="full", logq_correction=False), data, torch.Generator()).item() == pytest.approx(loss.item(), rel=1e-6)
+    unmasked = batch_loss(model, BATCH, sampler, quiet(negatives="full", remove_accidental_hits=False), data, torch.Generator())
+    assert unmasked.item() > loss.item() + 1e-3
+
+
+# --------------------------------------------------------------------------- config validation
+
+
+@pytest.mark.parametrize(
+    "kwargs, field",
+    [
+        ({"loss": "hinge"}, "loss"),
+        ({"negatives": "nearest"}, "negatives"),
+        ({"positives": "loved"}, "positives"),
+        ({"batch_size": 0}, "batch_size"),
+        ({"batch_size": 8.5}, "batch_size"),
+        ({"num_negatives": 0}, "num_negatives"),
+        ({"num_negatives": -3}, "num_negatives"),
+        ({"max_epochs": 0}, "max_epochs"),
+        ({"patience": 0}, "patience"),
+        ({"learning_rate": 0.0}, "learning_rate"),
+        ({"learning_rate": -0.01}, "learning_rate"),
+        ({"dense_learning_rate": 0.0}, "dense_learning_rate"),
+        ({"early_stopping_metric": "Recall"}, "early_stopping_metric"),
+        ({"early_stopping_metric": "Precision@10"}, "early_stopping_metric"),
+        ({"early_stopping_metric": "Recall@0"}, "early_stopping_metric"),
+        ({"loss": "bce", "logq_correction": True}, "logq_correction"),
+        ({"loss": "softmax", "negatives": "none"}, "negatives='none'"),
+        ({"embedding_optimizer": "sgd"}, "embedding_optimizer"),
+    ],
+)
+def test_train_config_refuses_bad_fields_and_names_them(kwargs, field):
+    with pytest.raises(ValueError, match=re.escape(field)):
+        TrainConfig(**kwargs)
+
+
+def test_train_config_names_every_problem_and_accepts_the_valid_ones():
+    with pytest.raises(ValueError) as error:
+        TrainConfig(loss="hinge", batch_size=0, embedding_optimizer="sgd")
+    assert all(name in str(error.value) for name in ("loss", "batch_size", "embedding_optimizer"))
+    for kwargs in (
+        {},
+        {"loss": "bce", "negatives": "none"},
+        {"loss": "bce", "logq_correction": False},
+        {"negatives": "full", "embedding_optimizer": "sparse_adam"},
+        {"negatives": lambda data: None},
+        {"early_stopping_metric": "MRR"},
+        {"early_stopping_metric": "NDCG@10"},
+        {"early_stopping_metric": "HitRate@5"},
+    ):
+        TrainConfig(**kwargs)
 
 
 # --------------------------------------------------------------------------- the loop
@@ -337,3 +437,59 @@ def test_per_example_candidates_are_embedded_once_and_in_place():
     emb = candidate_embeddings(model, Negatives(ids, torch.zeros(ids.shape)), model.item_embeddings(torch.tensor([0, 3])))
     assert emb.shape == (2, 3, model.config.embedding_dim)
     assert torch.allclose(emb, model.item_embeddings(ids.reshape(-1)).reshape(2, 3, -1))
+
+
+# --------------------------------------------------------------------------- the sampler hook
+
+
+def test_the_loop_calls_start_epoch_before_each_epoch():
+    split = synthetic_split()
+    rec = TwoTowerRecommender(TowerConfig(embedding_dim=8), quiet())
+    model, data = rec.build(split.train)
+    events = []
+
+    class Recording(NegativeSampler):
+        def __init__(self, d):
+            self.inner = UniformSampler(d.n_items, 4)
+
+        def start_epoch(self, epoch):
+            events.append(("start", epoch))
+
+        def sample(self, batch, generator, model=None, users=None):
+            events.append(("sample", None))
+            return self.inner.sample(batch, generator, model, users)
+
+        def log_q_of(self, item_idx, batch_size):
+            return self.inner.log_q_of(item_idx, batch_size)
+
+    config = quiet(negatives=Recording)
+    train_epochs(model, data, config, epochs=3)
+    assert [e for kind, e in events if kind == "start"] == [1, 2, 3]
+    n_batches = -(-len(data.examples) // config.batch_size)
+    assert events[0] == ("start", 1)  # before the first draw
+    starts = [i for i, (kind, _) in enumerate(events) if kind == "start"]
+    assert [b - a - 1 for a, b in zip(starts, starts[1:] + [len(events)])] == [n_batches] * 3  # one epoch's draws after each
+    # with early stopping, the hook follows the epochs actually run
+    events.clear()
+    script = iter([0.5, 0.4, 0.3, 0.2])
+    history, _ = train_epochs(model, data, quiet(negatives=Recording, patience=2), epochs=10, evaluate_epoch=lambda: {"val_Recall@100": next(script)})
+    assert [e for kind, e in events if kind == "start"] == list(history.index) == [1, 2, 3]
+
+
+# --------------------------------------------------------------------------- dense and sparse embedding tables
+
+
+def test_dense_and_sparse_embedding_paths_both_reduce_the_training_loss():
+    split = synthetic_split(n_users=24, per_user=12)
+    losses_by_path = {}
+    for optimizer in ("adam", "sparse_adam"):
+        rec = TwoTowerRecommender(TowerConfig(embedding_dim=8), quiet(embedding_optimizer=optimizer, max_epochs=8, learning_rate=0.05))
+        rec.fit(split.train)
+        assert rec.model.sparse_embeddings is (optimizer == "sparse_adam")
+        loss = rec.history_["train_loss"]
+        assert loss.iloc[-1] < 0.1 * loss.iloc[0], (optimizer, loss.tolist())
+        losses_by_path[optimizer] = loss
+    dense, sparse = losses_by_path["adam"], losses_by_path["sparse_adam"]
+    assert dense.iloc[0] == pytest.approx(sparse.iloc[0], rel=0.05)  # same init and data: the first epochs agree closely
+    ratio = dense / sparse
+    assert ((ratio > 0.5) & (ratio < 2.0)).all(), ratio.tolist()  # the same course, within a factor 2 at every epoch

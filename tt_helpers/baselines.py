@@ -6,6 +6,8 @@ linear item-item model; a neural retriever that does not beat it on the same spl
 
 from __future__ import annotations
 
+from typing import Literal
+
 import numpy as np
 import torch
 
@@ -41,14 +43,26 @@ class RandomRecommender:
         return torch.stack(rows)
 
 
-class PopularRecommender:
-    """Scores every item by its number of training positives: the same list for everybody."""
+Source = Literal["liked", "all"]
 
-    def __init__(self):
+
+def _check_source(interactions: str) -> None:
+    if interactions not in ("liked", "all"):
+        raise ValueError(f"interactions must be 'liked' (training positives) or 'all' (every training interaction), got {interactions!r}")
+
+
+class PopularRecommender:
+    """Scores every item by its number of training positives (``interactions="liked"``) or of all its training
+    interactions (``"all"``): the same list for everybody. Give it what the model it is compared with sees."""
+
+    def __init__(self, interactions: Source = "liked"):
+        _check_source(interactions)
+        self.interactions = interactions
         self.counts: torch.Tensor | None = None
 
     def fit(self, train: Interactions) -> "PopularRecommender":
-        self.counts = torch.as_tensor(train.item_counts(positives_only=True), dtype=torch.float32)
+        counts = train.item_counts(positives_only=self.interactions == "liked")
+        self.counts = torch.as_tensor(counts, dtype=torch.float32)
         return self
 
     def score(self, user_idx: torch.Tensor) -> torch.Tensor:
@@ -59,21 +73,24 @@ class PopularRecommender:
 class EASE:
     """Embarrassingly Shallow Autoencoder (Steck, WWW 2019): an item-item weight matrix in closed form.
 
-    With ``X`` the binary user x item matrix of training positives and ``P = (X^T X + lambda I)^-1``,
+    With ``X`` the binary user x item matrix of training positives (``interactions="liked"``) or of every
+    training interaction (``"all"``: what a two-tower model whose history or positives use every rating
+    sees), and ``P = (X^T X + lambda I)^-1``,
     ``B = I - P diag(1 / diag(P))``, i.e. ``B_ij = -P_ij / P_jj`` off the diagonal and ``B_jj = 0`` (the
     constraint that stops an item from predicting itself). Scores are ``X_u B``. Cost is one
     ``n_items x n_items`` inverse, fine up to tens of thousands of items.
     """
 
-    def __init__(self, l2: float = 500.0):
+    def __init__(self, l2: float = 500.0, interactions: Source = "liked"):
         if l2 <= 0:
             raise ValueError(f"EASE needs a positive l2 regularisation, got {l2}")
-        self.l2 = l2
+        _check_source(interactions)
+        self.l2, self.interactions = l2, interactions
         self.weights: torch.Tensor | None = None
         self.history: torch.Tensor | None = None
 
     def fit(self, train: Interactions) -> "EASE":
-        x = train.matrix(positives_only=True).double()
+        x = train.matrix(positives_only=self.interactions == "liked").double()
         gram = x.T @ x
         gram.diagonal().add_(self.l2)
         p = torch.linalg.inv(gram)

@@ -45,8 +45,20 @@ def evaluate(
     already rate in training; users without one are skipped. All items the user rated in training are
     excluded from the ranking. ``relevant_items`` restricts relevance to a subset of the catalogue (e.g.
     cold-start items) while still ranking the full catalogue. With ``per_user=True`` returns one row per
-    evaluated user instead of the means.
+    evaluated user instead of the means (what :func:`tt_helpers.comparison.compare` pairs).
     """
+    summary, per_user_frame = evaluate_detailed(model, split, ks, relevant_items, batch_size)
+    return per_user_frame if per_user else summary
+
+
+def evaluate_detailed(
+    model: Recommender,
+    split: Split,
+    ks: Iterable[int] = DEFAULT_KS,
+    relevant_items: np.ndarray | None = None,
+    batch_size: int = 1024,
+) -> tuple[dict[str, float], pd.DataFrame]:
+    """Both results of :func:`evaluate` from one ranking: ``(means with coverage, per-user frame)``."""
     ks = sorted(set(int(k) for k in ks))
     rows: dict[str, list[torch.Tensor]] = {}
     users, tops = [], []
@@ -61,13 +73,40 @@ def evaluate(
         tops.append(ranked[:, : max(ks)])
     per_user_frame = pd.DataFrame({name: torch.cat(v).numpy() for name, v in rows.items()}, index=np.concatenate(users))
     per_user_frame.index.name = "user_idx"
-    if per_user:
-        return per_user_frame
     result = {name: float(col.mean()) for name, col in per_user_frame.items()}
     top = torch.cat(tops)
     for k in ks:
         result[f"Coverage@{k}"] = metrics.catalogue_coverage(top[:, :k], split.catalog.n_items)
-    return result
+    return result, per_user_frame
+
+
+def top_k_overlap(model: Recommender, reference: Recommender, split: Split, k: int = 100, batch_size: int = 1024) -> float:
+    """Mean over evaluated test users of the share of ``model``'s top ``k`` (training items excluded) that is
+    also in ``reference``'s top ``k``: e.g. how much of a model's list is the popular baseline's list."""
+    total, n_users = 0.0, 0
+    seen = split.train.user_items()
+    users = evaluate(reference, split, ks=(1,), per_user=True, batch_size=batch_size).index.to_numpy(copy=True)
+    with torch.no_grad():
+        for start in range(0, len(users), batch_size):
+            batch = users[start : start + batch_size]
+            exclude = _bool_rows(seen, batch, split.catalog.n_items)
+            mine = metrics.exclude_and_rank(model.score(torch.as_tensor(batch)), exclude)[:, :k]
+            theirs = metrics.exclude_and_rank(reference.score(torch.as_tensor(batch)), exclude)[:, :k]
+            shared = (mine.unsqueeze(2) == theirs.unsqueeze(1)).any(2).float().mean(1)
+            total += float(shared.sum())
+            n_users += len(batch)
+    return total / n_users
+
+
+def mean_by_group(per_user: pd.DataFrame, groups: dict[str, np.ndarray], metrics: Sequence[str] | None = None) -> pd.DataFrame:
+    """Means of a per-user frame (``evaluate(..., per_user=True)``) over groups of user indices, e.g.
+    ``splits.warm_and_cold_users(split)``; one row per group with its number of evaluated users."""
+    columns = list(metrics) if metrics is not None else list(per_user.columns)
+    rows = {}
+    for name, users in groups.items():
+        members = per_user.index.intersection(pd.Index(users))
+        rows[name] = {"users": len(members), **per_user.loc[members, columns].mean().to_dict()}
+    return pd.DataFrame(rows).T.astype({"users": int})
 
 
 def results_table(results: dict[str, dict[str, float]], columns: Sequence[str] | None = None, digits: int = 4) -> pd.DataFrame:

@@ -1,51 +1,199 @@
-"""Run a grid of model variants over several seeds on one split and tabulate test metrics.
+"""Experiments: fit models on one split the honest way, keep every user's result, compare them in pairs.
 
-Each variant is early-stopped on the validation split and refit on the training split
-(:func:`tt_helpers.recipe.fit_two_tower`), so every comparison is made at each model's best epoch.
+:func:`fit_on_split` early-stops a two-tower model on the validation split carved from training (never on
+test) and refits it on the whole training split for the best number of epochs. :func:`run_variants` does that
+for a grid of variants over several seeds and collects the results in :class:`Runs`, which also holds the
+baselines, picks settings by their *validation* metric (:meth:`Runs.best_on_validation`) and compares any
+two models with the book's one rule, :func:`tt_helpers.comparison.compare` (a paired bootstrap over users).
 """
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
-from .evaluation import DEFAULT_KS, evaluate
-from .recipe import fit_two_tower
+from .comparison import Comparison, compare, comparison_table, paired_bootstrap
+from .evaluation import DEFAULT_KS, Recommender, evaluate_detailed
+from .recipe import TwoTowerRecommender
 from .splits import Split
 from .towers import TowerConfig
 from .training import TrainConfig
 
-Variant = tuple[TowerConfig, TrainConfig]
+Variant = tuple[TowerConfig, "TrainConfig | tuple[TrainConfig, TrainConfig]"]  # one phase, or two (staged)
+DEFAULT_SEEDS = (0, 1, 2)
+
+
+@dataclass
+class FitResult:
+    recommender: TwoTowerRecommender  # refit on split.train for best_epoch epochs
+    best_epoch: int
+    history: pd.DataFrame  # the validation run: one row per epoch
+    validation: dict[str, float]  # the validation run's metrics at its best epoch ("val_Recall@100", ...)
+    second_phase_epochs: int | None = None  # staged fits: epochs of the second phase kept (0: none helped)
+
+
+def fit_on_split(
+    split: Split,
+    tower: TowerConfig = TowerConfig(),
+    training: TrainConfig = TrainConfig(),
+    users: pd.DataFrame | None = None,
+    items: pd.DataFrame | None = None,
+    **kwargs,
+) -> FitResult:
+    """Early-stop on ``split.validation()`` (never on test), then refit on ``split.train`` for the best
+    number of epochs with the same seed."""
+    validation = split.validation()
+    probe = TwoTowerRecommender(tower, training, users, items, **kwargs).fit(validation.train, validation)
+    best = probe.best_epoch
+    final = TwoTowerRecommender(tower, training, users, items, **kwargs).fit(split.train, epochs=best)
+    row = probe.history_.loc[best]
+    return FitResult(final, best, probe.history_, {k: float(v) for k, v in row.items() if k.startswith("val_")})
+
+
+def fit_staged(
+    split: Split,
+    tower: TowerConfig,
+    first: TrainConfig,
+    second: TrainConfig,
+    users: pd.DataFrame | None = None,
+    items: pd.DataFrame | None = None,
+    **kwargs,
+) -> FitResult:
+    """A two-phase schedule chosen on validation only: train with ``first`` to its validation plateau (early
+    stopping), then go on from that best state with ``second`` (e.g. other negatives), early-stopping the
+    second phase alone against the first phase's best (epoch 0 of the second phase). Then refit on
+    ``split.train``: ``first`` for the first phase's best epoch count, ``second`` for the second's (none if
+    no second-phase epoch beat the first phase on validation)."""
+    validation = split.validation()
+    probe = TwoTowerRecommender(tower, first, users, items, **kwargs).fit(validation.train, validation)
+    first_epochs, first_history = probe.best_epoch, probe.history_
+    probe.continue_training(validation.train, second, validation)
+    second_epochs = probe.best_epoch
+    final = TwoTowerRecommender(tower, first, users, items, **kwargs).fit(split.train, epochs=first_epochs)
+    if second_epochs:
+        final.continue_training(split.train, second, epochs=second_epochs)
+    second_history = probe.history_.rename(index=lambda e: e + first_epochs)
+    history = pd.concat([first_history.loc[:first_epochs], second_history.drop(index=first_epochs)])
+    row = probe.history_.loc[second_epochs]
+    return FitResult(final, first_epochs + second_epochs, history,
+                     {k: float(v) for k, v in row.items() if k.startswith("val_")}, second_epochs)
+
+
+class Runs:
+    """Every model's per-user test results on one split (variants x seeds, and baselines).
+
+    ``table`` summarises (means over seeds, the validation metric, the best epochs), ``compare`` applies the
+    book's paired rule to any two names, ``best_on_validation`` selects among variants without looking at test.
+    """
+
+    def __init__(self, protocol: str):
+        self.protocol = protocol
+        self.records: list[dict] = []
+        self.per_user: dict[str, list[pd.DataFrame]] = {}
+
+    @property
+    def names(self) -> list[str]:
+        return list(self.per_user)
+
+    def add(self, name: str, summary: Mapping[str, float], per_user: pd.DataFrame, seed: int | None = None, **info) -> None:
+        """Record one fitted model's results (``evaluate_detailed``'s two outputs) under ``name``."""
+        if self.per_user.get(name) and seed is None:
+            raise ValueError(f"{name!r} is already recorded; give each run of a model its own seed")
+        if any(r["model"] == name and r["seed"] == seed for r in self.records):
+            raise ValueError(f"{name!r} with seed {seed} is already recorded: each (model, seed) run counts once")
+        self.records.append({"model": name, "seed": seed, **info, **summary})
+        self.per_user.setdefault(name, []).append(per_user)
+
+    def add_baselines(self, models: Mapping[str, Recommender], split: Split, ks: Iterable[int] = DEFAULT_KS,
+                      relevant_items: np.ndarray | None = None) -> "Runs":
+        """Evaluate fitted, deterministic baselines (one run each) on ``split``."""
+        for name, model in models.items():
+            self.add(name, *evaluate_detailed(model, split, ks, relevant_items))
+        return self
+
+    def frame(self) -> pd.DataFrame:
+        """One row per recorded run (model, seed, best epoch, validation and test metrics)."""
+        return pd.DataFrame(self.records)
+
+    def table(self, metrics: Sequence[str], names: Sequence[str] | None = None, digits: int = 4,
+              validation_metric: str | None = "Recall@100") -> pd.DataFrame:
+        """Means over seeds per model (rows in the order given or recorded), with ``seeds`` and, for trained
+        models, the validation metric at the best epoch and the best epochs found. Rounded for printing."""
+        runs = self.frame()
+        names = list(names) if names is not None else self.names
+        unknown = [n for n in names if n not in self.per_user]
+        if unknown:
+            raise KeyError(f"no runs recorded for {unknown}; recorded: {self.names}")
+        grouped = runs.groupby("model", sort=False)
+        out = grouped[list(metrics)].mean().loc[names].round(digits)
+        out.insert(0, "seeds", grouped.size().loc[names])
+        val = f"val_{validation_metric}"
+        if validation_metric and val in runs:
+            out[f"validation {validation_metric}"] = grouped[val].mean().loc[names].round(digits)
+        if "best_epoch" in runs:
+            epochs = grouped["best_epoch"].agg(lambda e: ", ".join(str(int(x)) for x in e if pd.notna(x)))
+            out["best epochs"] = epochs.loc[names].replace("", "-")
+        out.index.name = self.protocol if len(self.protocol) <= 40 else "model"
+        return out
+
+    def intervals(self, metric: str = "Recall@100", names: Sequence[str] | None = None, seed: int = 0) -> pd.DataFrame:
+        """Per model: the mean ``metric`` (per-user values averaged over seeds) and its 95% percentile
+        bootstrap interval over users (columns ``mean``, ``low``, ``high``), for plots with error bars."""
+        names = list(names) if names is not None else self.names
+        rows = {}
+        for name in names:
+            per_user = pd.concat([f[metric] for f in self.per_user[name]], axis=1).mean(axis=1).to_numpy()
+            mean, low, high = paired_bootstrap(per_user, np.zeros_like(per_user), seed=seed)
+            rows[name] = {"mean": mean, "low": low, "high": high}
+        return pd.DataFrame(rows).T
+
+    def compare(self, a: str, b: str, metric: str = "Recall@100", **kwargs) -> Comparison:
+        """``a`` against ``b`` with :func:`tt_helpers.comparison.compare` (seeds averaged per user)."""
+        for name in (a, b):
+            if name not in self.per_user:
+                raise KeyError(f"no runs recorded for {name!r}; recorded: {self.names}")
+        return compare(self.per_user[a], self.per_user[b], metric, names=(a, b), **kwargs)
+
+    def comparisons(self, pairs: Iterable[tuple[str, str]], metric: str = "Recall@100", digits: int = 4) -> pd.DataFrame:
+        """A table of :meth:`compare` for each ``(a, b)`` pair."""
+        return comparison_table([self.compare(a, b, metric) for a, b in pairs], digits)
+
+    def best_on_validation(self, names: Sequence[str], metric: str = "Recall@100") -> str:
+        """The name among ``names`` with the highest mean validation ``metric``: selection never sees test."""
+        runs = self.frame()
+        column = f"val_{metric}"
+        if column not in runs:
+            raise KeyError(f"no validation {metric} recorded (only trained variants have one)")
+        means = runs[runs["model"].isin(names)].groupby("model")[column].mean()
+        return str(means.idxmax())
 
 
 def run_variants(
     split: Split,
     variants: Mapping[str, Variant],
-    seeds: Sequence[int] = (0, 1),
+    seeds: Sequence[int] = DEFAULT_SEEDS,
     users: pd.DataFrame | None = None,
     items: pd.DataFrame | None = None,
     ks: Iterable[int] = DEFAULT_KS,
     relevant_items: np.ndarray | None = None,
+    runs: Runs | None = None,
     **recommender_kwargs,
-) -> pd.DataFrame:
-    """One row per (variant, seed): test metrics and the best epoch found on validation."""
-    rows = []
+) -> Runs:
+    """Fit each variant once per seed with :func:`fit_on_split` (or :func:`fit_staged` when its training is
+    a pair of configs) and record its per-user test results."""
+    runs = runs if runs is not None else Runs(split.protocol)
     for name, (tower, training) in variants.items():
         for seed in seeds:
-            fit = fit_two_tower(split, tower, replace(training, seed=seed), users, items, **recommender_kwargs)
-            metrics = evaluate(fit.recommender, split, ks, relevant_items=relevant_items)
-            rows.append({"variant": name, "seed": seed, "best_epoch": fit.best_epoch, **metrics})
-    return pd.DataFrame(rows)
-
-
-def summarize(runs: pd.DataFrame, metrics: Sequence[str], digits: int = 4) -> pd.DataFrame:
-    """Mean and standard deviation over seeds per variant, in the order variants were run."""
-    order = list(dict.fromkeys(runs["variant"]))
-    grouped = runs.groupby("variant", sort=False)[list(metrics)]
-    mean = grouped.mean().add_suffix(" mean")
-    std = grouped.std(ddof=0).add_suffix(" std")
-    columns = [c for m in metrics for c in (f"{m} mean", f"{m} std")]
-    return pd.concat([mean, std], axis=1)[columns].loc[order].round(digits)
+            if isinstance(training, tuple):  # staged: two phases
+                first, second = (replace(t, seed=seed) for t in training)
+                fit = fit_staged(split, tower, first, second, users, items, **recommender_kwargs)
+                info = {"second_phase_epochs": fit.second_phase_epochs}
+            else:
+                fit = fit_on_split(split, tower, replace(training, seed=seed), users, items, **recommender_kwargs)
+                info = {}
+            summary, per_user = evaluate_detailed(fit.recommender, split, ks, relevant_items)
+            runs.add(name, summary, per_user, seed=seed, best_epoch=fit.best_epoch, **info, **fit.validation)
+    return runs

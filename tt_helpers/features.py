@@ -16,6 +16,7 @@ built by :class:`History` so that no future interaction can leak into a training
 
 from __future__ import annotations
 
+import numbers
 import re
 import zlib
 from dataclasses import dataclass, field
@@ -35,14 +36,19 @@ FeatureKind = Literal["id", "categorical", "hashed", "buckets", "bag", "tokens"]
 
 @dataclass(frozen=True)
 class Vocabulary:
-    """Maps known values to ``1..n``; anything else to the OOV bucket ``0``."""
+    """Maps known values to ``1..n``; anything else to the OOV bucket ``0``.
+
+    ``fit`` sorts the distinct values numerically when every one is a real number (user 2 gets id 2 when
+    the ids are 1, 2, 3, ...), otherwise by their text (so mixed types still have one fixed order).
+    """
 
     values: tuple
 
     @classmethod
     def fit(cls, values: Iterable) -> "Vocabulary":
         unique = pd.unique(pd.Series(list(values), dtype=object).dropna())
-        return cls(tuple(sorted(unique, key=str)))
+        numeric = all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in unique)
+        return cls(tuple(sorted(unique) if numeric else sorted(unique, key=str)))
 
     @property
     def size(self) -> int:
@@ -204,22 +210,6 @@ def align_to_catalog(table: pd.DataFrame | None, key: str, ids: np.ndarray) -> p
     if table[key].duplicated().any():
         raise ValueError(f"side table has duplicate {key} values; one row per {key} expected")
     return table.set_index(key).reindex(ids).reset_index()
-
-
-# Defaults for MovieLens; readers' own data use their own specs.
-MOVIELENS_USER_FEATURES = (
-    FeatureSpec("user_id", "user_id", "id"),
-    FeatureSpec("age", "age", "buckets", boundaries=(18, 25, 35, 45, 50, 56)),
-    FeatureSpec("gender", "gender", "categorical"),
-    FeatureSpec("occupation", "occupation", "categorical"),
-    FeatureSpec("zip_code", "zip_code", "hashed", buckets=1000),
-)
-MOVIELENS_ITEM_FEATURES = (
-    FeatureSpec("item_id", "item_id", "id"),
-    FeatureSpec("genres", "genres", "bag"),
-    FeatureSpec("year", "year", "buckets", boundaries=(1940, 1960, 1970, 1980, 1985, 1990, 1993, 1995, 1996, 1997)),
-    FeatureSpec("title", "title", "tokens", buckets=2000),
-)
 
 
 # --------------------------------------------------------------------------- history

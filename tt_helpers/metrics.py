@@ -18,12 +18,12 @@ def exclude_and_rank(scores: torch.Tensor, exclude: torch.Tensor) -> torch.Tenso
     training items): they go to the end. Ties are broken by the lower item index, so results are
     deterministic whatever the sort kernel.
     """
-    # Two stable sorts = a lexicographic sort on (excluded, -score, item index). Masking excluded items to
-    # -inf alone is not enough: an allowed item the model itself scored -inf would tie with them and could
-    # rank after an excluded item of lower index.
-    order = torch.sort(scores.float(), dim=1, descending=True, stable=True).indices
-    excluded = torch.gather(exclude, 1, order).to(torch.uint8)
-    return torch.gather(order, 1, torch.sort(excluded, dim=1, stable=True).indices)
+    # One stable sort on a key where excluded items are -inf and the model's own -inf scores are lifted to
+    # the lowest finite value, so that an allowed item the model scored -inf still ranks before every
+    # excluded item; equal keys keep index order (lower item index first).
+    lowest = torch.finfo(torch.float32).min
+    key = torch.nan_to_num(scores.float(), nan=lowest, neginf=lowest).masked_fill(exclude, float("-inf"))
+    return torch.sort(key, dim=1, descending=True, stable=True).indices
 
 
 def hit_matrix(ranked: torch.Tensor, relevant: torch.Tensor) -> torch.Tensor:

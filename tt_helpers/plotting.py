@@ -164,4 +164,120 @@ def cost_curves(
     return ax
 
 
-__all__ = ["COLORS", "STYLE", "apply_style", "cost_curves", "head_share", "metric_vs_k", "popularity_long_tail"]
+
+
+# --------------------------------------------------------------------------- experiment summaries
+# These read a table shaped like :meth:`tt_helpers.experiments.Runs.intervals`: one row per model, columns
+# ``mean`` (over seeds and users), ``low`` and ``high`` (the 95% bootstrap interval of the mean over users).
+# :func:`variant_bars` starts the axis at zero; :func:`variant_points` and :func:`metric_vs_setting` zoom
+# to the data, for small differences. Use the same kind of plot for the same kind of question.
+
+_INTERVAL_LABEL = "{metric}: mean, 95% interval over users"
+
+
+def _interval_columns(summary: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    missing = [c for c in ("mean", "low", "high") if c not in summary.columns]
+    if missing:
+        raise KeyError(f"summary lacks column(s) {missing}; expected the output of Runs.intervals(metric, names)")
+    mean = summary["mean"].to_numpy(dtype=float)
+    err = np.vstack([mean - summary["low"].to_numpy(dtype=float), summary["high"].to_numpy(dtype=float) - mean])
+    return mean, err
+
+
+def _reference_lines(ax: plt.Axes, hlines: Mapping[str, float] | None, first_color: int) -> None:
+    colors = COLORS[first_color:] + COLORS[:first_color]
+    for (label, y), color in zip((hlines or {}).items(), colors):
+        ax.axhline(y, color=color, linestyle="--", linewidth=1.2, label=label)
+
+
+def variant_bars(
+    summary: pd.DataFrame,
+    metric: str,
+    ax: plt.Axes | None = None,
+    hlines: Mapping[str, float] | None = None,
+    labels: Sequence[str] | None = None,
+    title: str | None = None,
+) -> plt.Axes:
+    """One bar per row (variant) at its mean ``metric``, with the 95% bootstrap interval over users as the
+    error bar; ``hlines`` adds dashed reference levels ``label -> y`` (e.g. baselines on the same split).
+    ``labels`` replaces the row names under the bars."""
+    ax = _axes(ax)
+    mean, err = _interval_columns(summary)
+    x = np.arange(len(mean))
+    ax.bar(x, mean, yerr=err, capsize=4, color=COLORS[0], alpha=0.85, label=_INTERVAL_LABEL.format(metric=metric))
+    _reference_lines(ax, hlines, first_color=1)
+    ax.set_xticks(x, list(labels) if labels is not None else [str(i) for i in summary.index])
+    ax.set_ylabel(metric)
+    ax.set_ylim(bottom=0)
+    ax.grid(axis="x", visible=False)
+    if title:
+        ax.set_title(title)
+    _legend(ax)
+    return ax
+
+
+def variant_points(
+    summary: pd.DataFrame,
+    metric: str,
+    ax: plt.Axes | None = None,
+    hlines: Mapping[str, float] | None = None,
+    labels: Sequence[str] | None = None,
+    title: str | None = None,
+) -> plt.Axes:
+    """One point per row (variant) at its mean ``metric`` with its interval over users, on a y axis zoomed to
+    the points and ``hlines`` (keep far-away reference levels out of ``hlines``, or the zoom is lost)."""
+    ax = _axes(ax)
+    mean, err = _interval_columns(summary)
+    x = np.arange(len(mean))
+    ax.errorbar(x, mean, yerr=err, marker="o", linestyle="none", capsize=4, color=COLORS[0], label=_INTERVAL_LABEL.format(metric=metric))
+    _reference_lines(ax, hlines, first_color=1)
+    ax.set_xticks(x, list(labels) if labels is not None else [str(i) for i in summary.index])
+    ax.set_xlim(-0.5, len(mean) - 0.5)
+    ax.set_ylabel(metric)
+    if title:
+        ax.set_title(title)
+    _legend(ax)
+    return ax
+
+
+def metric_vs_setting(
+    summary: pd.DataFrame,
+    metric: str,
+    x: Sequence[float],
+    ax: plt.Axes | None = None,
+    hlines: Mapping[str, float] | None = None,
+    xlabel: str = "setting",
+    log2_x: bool = False,
+    label: str | None = None,
+    title: str | None = None,
+) -> plt.Axes:
+    """``metric`` (mean, error bars: the interval over users) of each row against the numeric setting ``x``
+    of that row (e.g. the embedding size), with dashed reference levels ``hlines``; the y axis is zoomed
+    to the data, as in :func:`variant_points`."""
+    ax = _axes(ax)
+    mean, err = _interval_columns(summary)
+    x = np.asarray(x, dtype=float)
+    if x.shape != mean.shape:
+        raise ValueError(f"x has {x.size} values for {mean.size} rows")
+    ax.errorbar(x, mean, yerr=err, marker="o", capsize=4, color=COLORS[0], label=label or _INTERVAL_LABEL.format(metric=metric))
+    _reference_lines(ax, hlines, first_color=1)
+    if log2_x:
+        ax.set_xscale("log", base=2)
+    ax.set_xticks(x, [f"{v:g}" for v in x])
+    ax.minorticks_off()
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(metric)
+    if title:
+        ax.set_title(title)
+    _legend(ax)
+    return ax
+
+
+def _legend(ax: plt.Axes) -> None:
+    ax.legend(loc="best")
+
+
+__all__ = [
+    "COLORS", "STYLE", "apply_style", "cost_curves", "head_share", "metric_vs_k", "metric_vs_setting",
+    "popularity_long_tail", "variant_bars", "variant_points",
+]

@@ -1,21 +1,21 @@
-"""The book's recipe: fit a two-tower model on a split the honest way and use it like any recommender.
+"""The book's two-tower recommender, with the same ``fit``/``score`` face as the baselines.
 
-:class:`TwoTowerRecommender` has the same ``fit``/``score`` face as the baselines, so the evaluation code
-cannot tell them apart. :func:`fit_two_tower` chooses the number of epochs on a validation split carved from
-training (early stopping: these models overfit within a few epochs on MovieLens 100K), then refits on the
-whole training split for that many epochs, exactly as EASE's regularisation is tuned.
+:class:`TwoTowerRecommender` builds features from the training interactions, trains with the one loop of
+:mod:`tt_helpers.training` and scores the full catalogue, so the evaluation code cannot tell it from EASE.
+:func:`tt_helpers.experiments.fit_on_split` chooses its number of epochs on a validation split carved from
+training, exactly as EASE's regularisation is tuned.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
 import torch
 
 from .evaluation import evaluate
-from .features import MOVIELENS_ITEM_FEATURES, MOVIELENS_USER_FEATURES, FeatureSpec, FeatureTable, History, align_to_catalog, encode_table
+from .datasets.movielens import MOVIELENS_ITEM_FEATURES, MOVIELENS_USER_FEATURES
+from .features import FeatureSpec, FeatureTable, History, align_to_catalog, encode_table
 from .splits import Interactions, Split
 from .towers import TowerConfig, TwoTowerModel
 from .training import TrainConfig, TrainingData, train_epochs, training_data
@@ -59,7 +59,8 @@ class TwoTowerRecommender:
         torch.manual_seed(self.training.seed)
         user_table, item_table = self._tables(train)
         history = History(train.frame, train.n_users, self.tower.history_length) if self.tower.use_history else None
-        model = TwoTowerModel(user_table, item_table, self.tower, history)
+        sparse = self.training.embedding_optimizer == "sparse_adam"
+        model = TwoTowerModel(user_table, item_table, self.tower, history, sparse_embeddings=sparse)
         data = training_data(train, history, self.training.positives)
         data.extras.update(self.extras)
         return model, data
@@ -68,6 +69,26 @@ class TwoTowerRecommender:
         """Train on ``train``. With ``validation`` (a split whose train part is ``train``), stop early on its
         test part and keep the best epoch; otherwise train ``epochs`` (default ``max_epochs``) epochs."""
         self.model, data = self.build(train)
+        self._train(data, validation, epochs, evaluate_start=False)
+        return self
+
+    def continue_training(
+        self, train: Interactions, training: TrainConfig, validation: Split | None = None, epochs: int | None = None
+    ) -> "TwoTowerRecommender":
+        """Go on training the fitted model on ``train`` with another ``training`` config (a second phase of a
+        staged schedule: e.g. other negatives). With ``validation``, the weights before this phase are
+        epoch 0 of the new history: the phase keeps its best epoch, or none (``best_epoch == 0``)."""
+        if self.model is None:
+            raise RuntimeError("continue_training needs a fitted model: call .fit first")
+        if (training.embedding_optimizer == "sparse_adam") != self.model.sparse_embeddings:
+            raise ValueError("the second phase must use the same embedding_optimizer as the first")
+        self.training = training
+        data = training_data(train, self.model.history, training.positives)
+        data.extras.update(self.extras)
+        self._train(data, validation, epochs, evaluate_start=True)
+        return self
+
+    def _train(self, data: TrainingData, validation: Split | None, epochs: int | None, evaluate_start: bool) -> None:
         self._item_cache = None
         evaluate_epoch = None
         if validation is not None:
@@ -79,9 +100,10 @@ class TwoTowerRecommender:
                 scores = evaluate(self, validation, ks=ks)
                 return {f"val_{m}": v for m, v in scores.items() if not m.startswith("Coverage")}
 
-        self.history_, _ = train_epochs(self.model, data, self.training, epochs or self.training.max_epochs, evaluate_epoch)
+        self.history_, _ = train_epochs(
+            self.model, data, self.training, epochs or self.training.max_epochs, evaluate_epoch, evaluate_start=evaluate_start
+        )
         self._item_cache = None
-        return self
 
     @property
     def best_epoch(self) -> int:
@@ -99,20 +121,3 @@ class TwoTowerRecommender:
         with torch.no_grad():
             users = self.model.user_embeddings(torch.as_tensor(user_idx))
         return self.model.logits(users, self._item_cache)
-
-
-@dataclass
-class FitResult:
-    recommender: TwoTowerRecommender  # refit on split.train for best_epoch epochs
-    best_epoch: int
-    history: pd.DataFrame  # the validation run: one row per epoch
-
-
-def fit_two_tower(split: Split, tower: TowerConfig = TowerConfig(), training: TrainConfig = TrainConfig(), users=None, items=None, **kwargs) -> FitResult:
-    """Early-stop on ``split.validation()`` (never on test), then refit on ``split.train`` for the best
-    number of epochs with the same seed."""
-    validation = split.validation()
-    probe = TwoTowerRecommender(tower, training, users, items, **kwargs).fit(validation.train, validation)
-    best = probe.best_epoch
-    final = TwoTowerRecommender(tower, training, users, items, **kwargs).fit(split.train, epochs=best)
-    return FitResult(final, best, probe.history_)

@@ -2,15 +2,19 @@
 
 A sampler returns :class:`Negatives`: candidate item ids, shared by the batch (``[M]``) or per example
 (``[B, M]``), and ``log_q``, the log of each candidate's *expected count* in the candidate set. Subtracting
-``log_q`` from the logits (:func:`tt_helpers.losses.logq_correction`) turns the sampled softmax into an
-unbiased estimate of the full softmax (Bengio and Senecal 2008; Jean et al. 2015; Yi et al. 2019). The same
-correction is applied to the positive's logit, so samplers also answer :meth:`~NegativeSampler.log_q_of`.
+``log_q`` from the logits (:func:`tt_helpers.losses.logq_correction`) makes the sampled softmax a
+*consistent* estimate of the full softmax: biased for a finite number of samples, the bias vanishing as
+the number grows (Bengio and Senecal 2008; Jean et al. 2015; Yi et al. 2019). It is unbiased only when the
+proposal is proportional to ``exp(logits)`` (Blanc and Rendle, ICML 2018). The same correction is applied to
+the positive's logit, as Yi et al. do, so samplers also answer :meth:`~NegativeSampler.log_q_of`.
+
+Every sampler derives from :class:`NegativeSampler`, whose one hook, :meth:`~NegativeSampler.start_epoch`,
+the training loop calls before each epoch (staged schedules switch there; the others ignore it).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
 
 import numpy as np
 import torch
@@ -28,24 +32,45 @@ class Batch:
 
 @dataclass(frozen=True)
 class Negatives:
-    ids: torch.Tensor  # [M] shared by the batch, or [B, M] per example
-    log_q: torch.Tensor  # same shape: log expected count of each candidate in this draw
-    n_from_batch: int = 0  # the first n ids are the batch's own positives (their embeddings can be reused)
+    """Candidates drawn for one batch.
+
+    ``ids``/``log_q``: shared by the batch (``[M]``) or per example (``[B, M]``); the first ``n_from_batch``
+    ids are the batch's own positives (their embeddings are reused). ``extra``: further per-example
+    candidates (``[B, m]``) scored beside the shared ones, e.g. in-batch plus hard negatives. Keeping the
+    shared part ``[M]`` makes it one matrix product; expanding it to every example would cost ``B`` times more.
+    """
+
+    ids: torch.Tensor
+    log_q: torch.Tensor  # same shape as ids: log expected count of each candidate in this draw
+    n_from_batch: int = 0
+    extra: "Negatives | None" = None
+
+    def blocks(self) -> list["Negatives"]:
+        """This draw as a list of candidate blocks (shared first, then per-example), without nesting."""
+        head = Negatives(self.ids, self.log_q, self.n_from_batch)
+        return [head] + (self.extra.blocks() if self.extra is not None else [])
 
 
-class NegativeSampler(Protocol):
-    def sample(self, batch: Batch, generator: torch.Generator, model=None, users: torch.Tensor | None = None) -> Negatives: ...
+class NegativeSampler:
+    """Base class of the samplers: ``sample`` draws candidates for a batch, ``log_q_of`` gives the log
+    expected count of given items (for the positive's correction), ``start_epoch`` is the loop's hook."""
+
+    def sample(self, batch: Batch, generator: torch.Generator, model=None, users: torch.Tensor | None = None) -> Negatives:
+        raise NotImplementedError
 
     def log_q_of(self, item_idx: torch.Tensor, batch_size: int) -> torch.Tensor:
         """Log expected count of each item in a candidate set drawn for a batch of ``batch_size``."""
-        ...
+        raise NotImplementedError
+
+    def start_epoch(self, epoch: int) -> None:
+        """Called by the training loop before epoch ``epoch`` (1-based). Most samplers do nothing."""
 
 
 def _log(x: torch.Tensor) -> torch.Tensor:
     return torch.log(x.clamp_min(1e-30))
 
 
-class UniformSampler:
+class UniformSampler(NegativeSampler):
     """Candidate sampling: ``num_negatives`` items drawn uniformly from the catalogue (with replacement),
     shared by the batch. ``q_j = 1 / n_items``; expected count ``M / n_items``."""
 
@@ -63,7 +88,7 @@ class UniformSampler:
         return torch.full(item_idx.shape, float(np.log(self.num_negatives / self.n_items)))
 
 
-class PopularitySampler:
+class PopularitySampler(NegativeSampler):
     """Popularity-weighted sampling, ``q_j ∝ count_j ** alpha`` (word2vec uses alpha = 0.75;
     alpha = 0 is uniform over items with a count, alpha = 1 matches the in-batch distribution)."""
 
@@ -86,7 +111,7 @@ class PopularitySampler:
         return _log(self.num_negatives * self.q[item_idx])
 
 
-class InBatchSampler:
+class InBatchSampler(NegativeSampler):
     """In-batch negatives: the other examples' positives (Yi et al. 2019). Free, since their embeddings are
     already computed, but drawn from the data distribution: item ``j`` is expected ``B * p_j`` times,
     with ``p_j`` its share of training positives, so popular items are over-represented as negatives."""
@@ -105,7 +130,7 @@ class InBatchSampler:
         return _log(batch_size * self.p[item_idx])
 
 
-class MixedSampler:
+class MixedSampler(NegativeSampler):
     """Mixed negative sampling (Yang et al., WWW 2020): in-batch negatives plus ``num_uniform`` items drawn
     uniformly from the whole catalogue, so that rare and cold items also appear as negatives.
     Expected count of item ``j``: ``B * p_j + M / n_items``."""
@@ -127,7 +152,24 @@ class MixedSampler:
         return _log(batch_size * self.p[item_idx] + self.num_uniform / self.n_items)
 
 
-class HardNegativeSampler:
+class FullCatalogueSampler(NegativeSampler):
+    """Every catalogue item as a candidate, shared by the batch: the *full* softmax that the sampled ones
+    estimate. Each item is a candidate exactly once, so ``log q = 0`` and the correction is a no-op. Costs
+    one item-tower pass over the catalogue per step: the reference on small catalogues, not a method for
+    large ones."""
+
+    def __init__(self, n_items: int):
+        self.n_items = n_items
+
+    def sample(self, batch, generator, model=None, users=None) -> Negatives:
+        ids = torch.arange(self.n_items)
+        return Negatives(ids, torch.zeros(self.n_items))
+
+    def log_q_of(self, item_idx, batch_size):
+        return torch.zeros(item_idx.shape)
+
+
+class HardNegativeSampler(NegativeSampler):
     """Hard negatives: for each example, ``num_negatives`` items drawn uniformly from the ``top`` items the
     *current* model scores highest for the user, the user's known positives excluded.
 
@@ -152,12 +194,7 @@ class HardNegativeSampler:
         if self.base is None:
             return Negatives(hard, torch.zeros(hard.shape))
         base = self.base.sample(batch, generator, model, users)
-        shared = base.ids.expand(len(hard), -1)
-        return Negatives(
-            torch.cat([shared, hard], 1),
-            torch.cat([base.log_q.expand(len(hard), -1), torch.zeros(hard.shape)], 1),
-            n_from_batch=0,
-        )
+        return Negatives(base.ids, base.log_q, base.n_from_batch, extra=Negatives(hard, torch.zeros(hard.shape)))
 
     def log_q_of(self, item_idx, batch_size):
         if self.base is None:
@@ -181,16 +218,20 @@ class PositiveSet:
         if n_users * n_items <= self.DENSE_LIMIT:
             self.dense = torch.zeros(n_users, n_items, dtype=torch.bool)
             self.dense[torch.as_tensor(user_idx), torch.as_tensor(item_idx)] = True
+            self.flat = self.dense.view(-1).view(torch.uint8)
         self.keys = torch.from_numpy(np.unique(user_idx * n_items + item_idx))
 
     def contains(self, user_idx: torch.Tensor, item_ids: torch.Tensor) -> torch.Tensor:
         """``[B]`` users and ``[M]`` or ``[B, M]`` items -> bool ``[B, M]``."""
-        if self.dense is not None:
-            rows = self.dense[user_idx.clamp(max=len(self.dense) - 1)] & (user_idx < len(self.dense)).unsqueeze(1)
-            return rows[:, item_ids] if item_ids.dim() == 1 else torch.gather(rows, 1, item_ids)
         if item_ids.dim() == 1:
-            item_ids = item_ids.unsqueeze(0).expand(len(user_idx), -1)
-        keys = user_idx.unsqueeze(1) * self.n_items + item_ids
+            item_ids = item_ids.unsqueeze(0)
+        if self.dense is not None:  # one flat byte gather (index_select is the fastest CPU path for it)
+            known = user_idx < len(self.dense)
+            rows = torch.where(known, user_idx, 0) if not known.all() else user_idx
+            keys = (rows.unsqueeze(1) * self.n_items).to(torch.int32) + item_ids.to(torch.int32)  # [B, M]
+            hit = self.flat.index_select(0, keys.reshape(-1)).view(keys.shape).bool()
+            return hit if known.all() else hit & known.unsqueeze(1)
+        keys = user_idx.unsqueeze(1) * self.n_items + item_ids  # [B, M]
         pos = torch.searchsorted(self.keys, keys).clamp(max=len(self.keys) - 1)
         return self.keys[pos] == keys
 
@@ -199,7 +240,7 @@ class PositiveSet:
         return self.contains(user_idx, torch.arange(n_items))
 
 
-class ScheduledSampler:
+class ScheduledSampler(NegativeSampler):
     """Switches sampler by epoch: ``stages = [(1, uniform), (4, mixed_with_impressions)]`` uses ``uniform``
     for epochs 1-3 and the second from epoch 4 on. This is how the book runs staged curricula (random
     negatives first, harder ones once recall is high) inside the one training loop."""
@@ -210,8 +251,9 @@ class ScheduledSampler:
             raise ValueError("the first stage must start at epoch 1")
         self.current = self.stages[0][1]
 
-    def set_epoch(self, epoch: int) -> None:
+    def start_epoch(self, epoch: int) -> None:
         self.current = [s for start, s in self.stages if start <= epoch][-1]
+        self.current.start_epoch(epoch)
 
     def sample(self, batch, generator, model=None, users=None) -> Negatives:
         return self.current.sample(batch, generator, model, users)
@@ -220,20 +262,7 @@ class ScheduledSampler:
         return self.current.log_q_of(item_idx, batch_size)
 
 
-@dataclass(frozen=True)
-class CombinedNegatives(Negatives):
-    """Candidates shared by the batch (``ids``/``log_q``, ``[M]``, first ``n_from_batch`` from the batch) plus
-    per-example candidates (``extra_ids``/``extra_log_q``, ``[B, m]``).
-
-    Same loss as concatenating them into ``[B, M + m]``, but the shared part stays one matrix product: expanding
-    ``M`` shared candidates to every example costs ``B`` times more (memory and time) for nothing.
-    """
-
-    extra_ids: torch.Tensor | None = None  # [B, m]
-    extra_log_q: torch.Tensor | None = None  # [B, m]
-
-
-class WithPerExampleNegatives:
+class WithPerExampleNegatives(NegativeSampler):
     """A base sampler's candidates (shared by the batch) plus a per-example sampler's ``[B, m]`` candidates,
     e.g. in-batch + hard negatives, or random + impression negatives (chapter 3).
 
@@ -254,7 +283,11 @@ class WithPerExampleNegatives:
         if b.ids.dim() != 1 or e.ids.dim() != 2:
             raise ValueError("WithPerExampleNegatives needs a shared ([M]) base and a per-example ([B, m]) extra sampler")
         extra_log_q = e.log_q if self.extra_log_q == "sampler" else self.base.log_q_of(e.ids, len(batch.item_idx))
-        return CombinedNegatives(b.ids, b.log_q, b.n_from_batch, extra_ids=e.ids, extra_log_q=extra_log_q)
+        return Negatives(b.ids, b.log_q, b.n_from_batch, extra=Negatives(e.ids, extra_log_q))
 
     def log_q_of(self, item_idx, batch_size):
         return self.base.log_q_of(item_idx, batch_size)
+
+    def start_epoch(self, epoch: int) -> None:
+        self.base.start_epoch(epoch)
+        self.extra.start_epoch(epoch)

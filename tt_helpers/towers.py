@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .features import BagColumn, FeatureTable, History
+from .features import OOV, BagColumn, FeatureTable, History
 
 
 @dataclass(frozen=True)
@@ -24,6 +24,9 @@ class TowerConfig:
     ``embedding_dim`` is the size of the id embeddings and of the towers' output; side features get
     ``feature_dim``. ``hidden_layers=()`` with id features only is matrix factorisation. With
     ``normalize=True`` outputs are L2-normalised and scores are cosines divided by ``temperature``.
+    ``item_id_dropout``: during training, each item's id is replaced by the out-of-vocabulary id with this
+    probability, so that the OOV row is trained and the rest of the item tower learns to place an item
+    without its id: the fix for cold-start items of DropoutNet (Volkovs, Yu and Poutanen, NeurIPS 2017).
     """
 
     user_features: tuple[str, ...] = ("user_id",)
@@ -35,10 +38,13 @@ class TowerConfig:
     hidden_layers: tuple[int, ...] = ()
     normalize: bool = True
     temperature: float = 0.1
+    item_id_dropout: float = 0.0  # training only: share of examples whose item id is replaced by OOV
 
     def __post_init__(self):
         if self.temperature <= 0:
             raise ValueError(f"temperature must be positive, got {self.temperature}")
+        if not 0.0 <= self.item_id_dropout < 1.0:
+            raise ValueError(f"item_id_dropout must be in [0, 1), got {self.item_id_dropout}")
         if not self.item_features:
             raise ValueError("the item tower needs at least one feature")
         if not self.user_features and not self.use_history:
@@ -69,19 +75,23 @@ class Tower(nn.Module):
         hidden: Sequence[int],
         normalize: bool,
         history_embedding: nn.Embedding | None = None,
+        sparse: bool = False,
+        id_dropout: float = 0.0,
     ):
         super().__init__()
         self.table = table
         self.normalize = normalize
+        self.sparse = sparse
+        self.id_feature, self.id_dropout = id_feature, id_dropout
         self.history_embedding = history_embedding  # the item tower's id table, also registered here (parameters() lists it once)
         self.embeddings = nn.ModuleDict()
         width = 0
         for name, column in table.columns.items():
             dim = embedding_dim if name == id_feature else feature_dim
             if isinstance(column, BagColumn):
-                self.embeddings[name] = nn.EmbeddingBag(column.cardinality, dim, mode="mean", sparse=True)
+                self.embeddings[name] = nn.EmbeddingBag(column.cardinality, dim, mode="mean", sparse=sparse)
             else:
-                self.embeddings[name] = nn.Embedding(column.cardinality, dim, sparse=True)
+                self.embeddings[name] = nn.Embedding(column.cardinality, dim, sparse=sparse)
             nn.init.normal_(self.embeddings[name].weight, std=0.1)
             width += dim
         if history_embedding is not None:
@@ -96,12 +106,15 @@ class Tower(nn.Module):
                 values, offsets = column.lookup(rows)
                 parts.append(self.embeddings[name](values, offsets))
             else:
-                parts.append(self.embeddings[name](column.lookup(rows)))
+                ids = column.lookup(rows)
+                if name == self.id_feature and self.training and self.id_dropout > 0:
+                    ids = ids.masked_fill(torch.rand(ids.shape) < self.id_dropout, OOV)
+                parts.append(self.embeddings[name](ids))
         if self.history_embedding is not None:
             if history is None:
                 raise ValueError("this tower pools the user's history: pass history=(ids, offsets)")
             values, offsets = history
-            parts.append(F.embedding_bag(values, self.history_embedding.weight, offsets, mode="mean", sparse=True))
+            parts.append(F.embedding_bag(values, self.history_embedding.weight, offsets, mode="mean", sparse=self.sparse))
         out = self.mlp(torch.cat(parts, dim=1))
         return F.normalize(out, dim=1) if self.normalize else out
 
@@ -113,14 +126,25 @@ class TwoTowerModel(nn.Module):
     tower's* id embedding, so what the model learns about an item is shared by both sides.
     """
 
-    def __init__(self, user_table: FeatureTable, item_table: FeatureTable, config: TowerConfig, history: History | None = None):
+    def __init__(
+        self,
+        user_table: FeatureTable,
+        item_table: FeatureTable,
+        config: TowerConfig,
+        history: History | None = None,
+        sparse_embeddings: bool = False,
+    ):
         super().__init__()
         self.config = config
+        self.sparse_embeddings = sparse_embeddings
         self.history = history if config.use_history else None
         if config.use_history and history is None:
             raise ValueError("config.use_history=True needs a History built from the training interactions")
         item_features = item_table.select(config.item_features)
-        self.item_tower = Tower(item_features, "item_id", config.embedding_dim, config.feature_dim, config.hidden_layers, config.normalize)
+        self.item_tower = Tower(
+            item_features, "item_id", config.embedding_dim, config.feature_dim, config.hidden_layers, config.normalize,
+            sparse=sparse_embeddings, id_dropout=config.item_id_dropout,
+        )
         shared = None
         if config.use_history:
             if "item_id" not in item_features.columns:
@@ -129,15 +153,20 @@ class TwoTowerModel(nn.Module):
             self._item_vocab_ids = item_table.columns["item_id"].ids  # catalogue index -> item-id vocabulary id
         self.user_tower = Tower(
             user_table.select(config.user_features), "user_id", config.embedding_dim, config.feature_dim,
-            config.hidden_layers, config.normalize, history_embedding=shared,
+            config.hidden_layers, config.normalize, history_embedding=shared, sparse=sparse_embeddings,
         )
         self.n_items = item_table.n_rows
         self.n_users = user_table.n_rows
 
     @property
+    def temperature(self) -> float:
+        """The softmax temperature: ``config.temperature`` for normalised towers, else 1 (raw dot products)."""
+        return self.config.temperature if self.config.normalize else 1.0
+
+    @property
     def scale(self) -> float:
-        """``1 / temperature`` for normalised towers, else 1."""
-        return 1.0 / self.config.temperature if self.config.normalize else 1.0
+        """``1 / temperature``: what :meth:`logits` multiplies dot products by."""
+        return 1.0 / self.temperature
 
     def _history_bags(self, window: tuple[torch.Tensor, torch.Tensor] | None, user_idx: torch.Tensor):
         if self.history is None:
@@ -169,11 +198,12 @@ class TwoTowerModel(nn.Module):
         return out
 
     def parameter_groups(self) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
-        """(sparse embedding tables, dense parameters): SparseAdam updates only the rows a batch touched,
-        so a step costs the same whatever the catalogue size."""
+        """(embedding tables, other parameters), each parameter once. With ``sparse_embeddings`` the tables
+        get sparse gradients and SparseAdam updates only the rows a batch touched, so a step costs the same
+        whatever the catalogue size; on small tables dense Adam is faster."""
         sparse, dense = [], []
         for module in self.modules():
-            if isinstance(module, (nn.Embedding, nn.EmbeddingBag)) and module.sparse:
+            if isinstance(module, (nn.Embedding, nn.EmbeddingBag)) and not any(module.weight is p for p in sparse):
                 sparse.append(module.weight)
         sparse_ids = {id(p) for p in sparse}
         dense = [p for p in self.parameters() if id(p) not in sparse_ids]

@@ -1,13 +1,15 @@
-"""The one training loop every chapter extends: examples -> batches -> towers -> loss -> sparse updates.
+"""The one training loop every chapter extends: examples -> batches -> towers -> loss -> updates.
 
 Chapters vary what goes in (which positives, which negatives, which loss, logQ on or off, temperature) through
-:class:`TrainConfig`; the loop itself stays one function, :func:`train_epochs`.
+:class:`TrainConfig`; the loop itself stays one function, :func:`train_epochs`, and the loss one pipeline,
+:func:`tt_helpers.losses.retrieval_loss`.
 """
 
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, field
+import re
+from dataclasses import dataclass
 from typing import Callable, Literal
 
 import numpy as np
@@ -16,55 +18,38 @@ import torch
 from tqdm import tqdm
 
 from . import losses
-from .features import History
-from .frequency import item_probabilities
-from .sampling import Batch, CombinedNegatives, HardNegativeSampler, Negatives, InBatchSampler, MixedSampler, NegativeSampler, PopularitySampler, PositiveSet, UniformSampler
-from .splits import Interactions
+from .examples import POSITIVE_RULES, PositiveRule, SamplerFactory, TrainingData, positive_examples, training_data
+from .sampling import (
+    Batch,
+    FullCatalogueSampler,
+    HardNegativeSampler,
+    InBatchSampler,
+    MixedSampler,
+    NegativeSampler,
+    Negatives,
+    PopularitySampler,
+    PositiveSet,
+    UniformSampler,
+)
 from .towers import TwoTowerModel
 
-PositiveRule = Literal["liked", "any", "weighted"]
+__all__ = ["TrainConfig", "TrainingData", "batch_loss", "batches", "make_sampler", "positive_examples", "train_epochs", "training_data"]
 
-
-def positive_examples(train: Interactions, rule: PositiveRule = "liked") -> pd.DataFrame:
-    """Which interactions the model learns to retrieve: columns user_idx, item_idx, timestamp, weight.
-
-    * ``"liked"``: ratings at or above the split's threshold (default 4), weight 1; matches the test target.
-    * ``"any"``: every rating counts as a positive, weight 1 (a rating is a watch, whatever its value).
-    * ``"weighted"``: every rating, weighted by ``rating / 5`` so that a 5 counts five times a 1.
-    """
-    if rule == "liked":
-        frame, weight = train.positives(), None
-    elif rule == "any":
-        frame, weight = train.frame, None
-    elif rule == "weighted":
-        frame = train.frame
-        weight = frame["rating"].to_numpy(dtype=np.float32) / 5.0
-    else:
-        raise ValueError(f"unknown positive rule {rule!r}; use 'liked', 'any' or 'weighted'")
-    out = frame[["user_idx", "item_idx", "timestamp"]].reset_index(drop=True)
-    out["weight"] = np.ones(len(out), dtype=np.float32) if weight is None else weight
-    return out
-
-
-@dataclass
-class TrainingData:
-    """Everything a sampler may need, derived from the training interactions only."""
-
-    examples: pd.DataFrame  # from positive_examples
-    n_items: int
-    item_probabilities: torch.Tensor  # share of training positives per item: the in-batch proposal
-    positives: PositiveSet  # (user, item) pairs that are positives: accidental hits
-    history: History | None
-    extras: dict = field(default_factory=dict)  # e.g. simulated impressions (chapter 3)
-
-
-SamplerFactory = Callable[[TrainingData], NegativeSampler]
+NEGATIVES = ("in-batch", "uniform", "popularity", "mixed", "hard", "full", "none")
+_METRIC = re.compile(r"^(Recall|HitRate|NDCG)@[1-9][0-9]*$|^MRR$")
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """What to train on and how. ``negatives``: ``"in-batch"``, ``"uniform"``, ``"popularity"``, ``"mixed"``,
-    ``"none"`` (positives only) or a factory ``TrainingData -> NegativeSampler``."""
+    """What to train on and how; validated when built.
+
+    ``negatives``: ``"in-batch"``, ``"uniform"``, ``"popularity"``, ``"mixed"``, ``"hard"`` (in-batch plus
+    hard negatives), ``"full"`` (every catalogue item: the full softmax, the reference the sampled ones
+    approximate), ``"none"`` (positives only, BCE) or a factory ``TrainingData -> NegativeSampler``.
+    ``embedding_optimizer``: ``"adam"`` (dense Adam on the tables: fastest for tables of thousands of rows,
+    as in the book) or ``"sparse_adam"`` (sparse gradients and ``SparseAdam``: a step touches only the rows of
+    the batch, for catalogues of millions of items).
+    """
 
     loss: Literal["softmax", "bce"] = "softmax"
     negatives: str | SamplerFactory = "in-batch"
@@ -74,31 +59,57 @@ class TrainConfig:
     remove_accidental_hits: bool = True
     positives: PositiveRule = "liked"
     batch_size: int = 512
-    learning_rate: float = 0.01  # SparseAdam on embedding tables
-    dense_learning_rate: float = 0.001  # Adam on the MLPs
+    learning_rate: float = 0.01  # embedding tables
+    dense_learning_rate: float = 0.001  # the MLPs
+    embedding_optimizer: Literal["adam", "sparse_adam"] = "adam"
     max_epochs: int = 30
     patience: int = 2  # epochs without improvement of the validation metric before stopping
     early_stopping_metric: str = "Recall@100"
     seed: int = 0
     progress: bool = True
 
+    def __post_init__(self):
+        problems = []
+        if self.loss not in ("softmax", "bce"):
+            problems.append(f"loss must be 'softmax' or 'bce', got {self.loss!r}")
+        if not callable(self.negatives) and self.negatives not in NEGATIVES:
+            problems.append(f"negatives must be one of {NEGATIVES} or a factory TrainingData -> sampler, got {self.negatives!r}")
+        if self.negatives == "none" and self.loss == "softmax":
+            problems.append("a softmax needs negatives: with negatives='none' use loss='bce'")
+        if self.logq_correction and self.loss != "softmax":
+            problems.append("logq_correction applies to the softmax loss; set logq_correction=False (or None) with loss='bce'")
+        if self.positives not in POSITIVE_RULES:
+            problems.append(f"positives must be one of {POSITIVE_RULES}, got {self.positives!r}")
+        if self.embedding_optimizer not in ("adam", "sparse_adam"):
+            problems.append(f"embedding_optimizer must be 'adam' or 'sparse_adam', got {self.embedding_optimizer!r}")
+        for name in ("num_negatives", "batch_size", "max_epochs", "patience"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                problems.append(f"{name} must be a positive integer, got {getattr(self, name)!r}")
+        for name in ("learning_rate", "dense_learning_rate"):
+            if not getattr(self, name) > 0:
+                problems.append(f"{name} must be positive, got {getattr(self, name)!r}")
+        if not _METRIC.match(str(self.early_stopping_metric)):
+            problems.append(f"early_stopping_metric must look like 'Recall@100', 'NDCG@10' or 'MRR', got {self.early_stopping_metric!r}")
+        if problems:
+            raise ValueError("invalid TrainConfig: " + "; ".join(problems))
+
 
 def use_logq(config: TrainConfig) -> bool:
     """Whether to subtract ``log q`` from the logits.
 
-    The correction makes a *sampled softmax* estimate the full softmax (Yi et al. 2019), so it is on by
-    default for ``loss="softmax"``. A pointwise BCE loss scores each pair on its own: shifting a logit by
-    ``-log q`` moves that pair's decision boundary instead of correcting a normaliser, so it is off by default
-    and asking for it raises.
+    The correction makes a *sampled softmax* a consistent estimate of the full softmax (Yi et al. 2019), so
+    it is on by default for ``loss="softmax"``. A pointwise BCE loss scores each pair on its own: shifting a
+    logit by ``-log q`` moves that pair's decision boundary instead of correcting a normaliser, so it is off
+    by default and asking for it is refused when the config is built.
     """
     if config.logq_correction is None:
         return config.loss == "softmax"
-    if config.logq_correction and config.loss != "softmax":
-        raise ValueError("logq_correction applies to the softmax loss; set logq_correction=False (or None) with loss='bce'")
     return config.logq_correction
 
 
 def make_sampler(config: TrainConfig, data: TrainingData) -> NegativeSampler | None:
+    """The sampler ``config.negatives`` names, built from the training data (None for positives only)."""
     if callable(config.negatives):
         return config.negatives(data)
     name = config.negatives
@@ -115,30 +126,30 @@ def make_sampler(config: TrainConfig, data: TrainingData) -> NegativeSampler | N
         return MixedSampler(data.item_probabilities, config.num_negatives)
     if name == "hard":
         return HardNegativeSampler(data.positives, base=InBatchSampler(data.item_probabilities), num_negatives=10)
-    raise ValueError(f"unknown negatives {name!r}: use in-batch, uniform, popularity, mixed, hard, none, or a factory")
-
-
-def training_data(train: Interactions, history: History | None, rule: PositiveRule) -> TrainingData:
-    examples = positive_examples(train, rule)
-    if examples.empty:
-        raise ValueError("no positive examples in the training interactions (check the positive rule and threshold)")
-    return TrainingData(
-        examples=examples,
-        n_items=train.n_items,
-        item_probabilities=item_probabilities(examples["item_idx"].to_numpy(), train.n_items),
-        positives=PositiveSet(examples["user_idx"].to_numpy(), examples["item_idx"].to_numpy(), train.n_items, train.n_users),
-        history=history,
-    )
+    if name == "full":
+        return FullCatalogueSampler(data.n_items)
+    raise AssertionError(name)  # unreachable: TrainConfig validated the name
 
 
 def batches(data: TrainingData, batch_size: int, generator: torch.Generator, with_history: bool):
-    """Shuffled batches; each example's history window ends strictly before its timestamp (no leakage)."""
-    ex = data.examples
-    users = torch.from_numpy(ex["user_idx"].to_numpy(copy=True))
-    items = torch.from_numpy(ex["item_idx"].to_numpy(copy=True))
-    weights = torch.from_numpy(ex["weight"].to_numpy(dtype=np.float32, copy=True))
-    windows = data.history.before(ex["user_idx"].to_numpy(), ex["timestamp"].to_numpy()) if with_history else None
-    order = torch.randperm(len(ex), generator=generator)
+    """Shuffled batches; each example's history window ends strictly before its timestamp (no leakage).
+
+    The example tensors and history windows are computed once per training set and reused every epoch."""
+    if "_tensors" not in data.extras:
+        ex = data.examples
+        data.extras["_tensors"] = (
+            torch.from_numpy(ex["user_idx"].to_numpy(dtype=np.int64, copy=True)),
+            torch.from_numpy(ex["item_idx"].to_numpy(dtype=np.int64, copy=True)),
+            torch.from_numpy(ex["weight"].to_numpy(dtype=np.float32, copy=True)),
+        )
+    users, items, weights = data.extras["_tensors"]
+    windows = None
+    if with_history:
+        if "_windows" not in data.extras:
+            ex = data.examples
+            data.extras["_windows"] = data.history.before(ex["user_idx"].to_numpy(), ex["timestamp"].to_numpy())
+        windows = data.extras["_windows"]
+    order = torch.randperm(len(users), generator=generator)
     for start in range(0, len(order), batch_size):
         rows = order[start : start + batch_size]
         history = (windows[0][rows], windows[1][rows]) if windows is not None else None
@@ -158,44 +169,55 @@ def candidate_embeddings(model: TwoTowerModel, neg: Negatives, positives: torch.
     return emb.reshape(*neg.ids.shape, -1)
 
 
+def accidental_hits(batch: Batch, blocks: list[Negatives], positives: PositiveSet | None) -> torch.Tensor:
+    """Bool ``[B, 1 + M]`` over the columns of :func:`tt_helpers.losses.retrieval_logits`: a candidate equal
+    to the example's own positive (the in-batch diagonal, duplicates) and, with ``positives`` (the training
+    data's :class:`~tt_helpers.sampling.PositiveSet`, which holds every example's own pair), any candidate
+    that is a training positive of the example's user. Column 0, the positive itself, is never a hit."""
+    rows = len(batch.item_idx)
+    columns = [torch.zeros(rows, 1, dtype=torch.bool)]
+    for block in blocks:
+        ids = block.ids if block.ids.dim() == 2 else block.ids.unsqueeze(0).expand(rows, -1)
+        if positives is not None:
+            columns.append(positives.contains(batch.user_idx, ids))
+        else:
+            columns.append(ids == batch.item_idx.unsqueeze(1))
+    return torch.cat(columns, dim=1)
+
+
+def candidate_log_q(batch: Batch, sampler: NegativeSampler, blocks: list[Negatives]) -> torch.Tensor:
+    """``[B, 1 + M]`` log expected counts: the positive's (as the proposal would draw it), then each block's."""
+    rows = len(batch.item_idx)
+    columns = [sampler.log_q_of(batch.item_idx, rows).unsqueeze(1)]
+    columns += [block.log_q.expand(rows, -1) if block.log_q.dim() == 1 else block.log_q for block in blocks]
+    return torch.cat(columns, dim=1)
+
+
 def batch_loss(model: TwoTowerModel, batch: Batch, sampler: NegativeSampler | None, config: TrainConfig, data: TrainingData, generator: torch.Generator) -> torch.Tensor:
-    """One step's loss: logits -> temperature -> logQ correction -> accidental hits -> softmax or BCE."""
+    """One step's loss: embed the batch, draw candidates, then :func:`tt_helpers.losses.retrieval_loss`
+    (logits, temperature, logQ, accidental hits, softmax or BCE)."""
     users = model.user_embeddings(batch.user_idx, batch.history)
     positives = model.item_embeddings(batch.item_idx)
-    pos_logits = (users * positives).sum(1) * model.scale
-    if sampler is None:
-        if config.loss == "softmax":
-            raise ValueError("a softmax loss needs negatives; use loss='bce' for positives only")
-        return losses.binary_cross_entropy_loss(pos_logits, None, batch.weight)
-    neg = sampler.sample(batch, generator, model, users)
-    neg_emb = candidate_embeddings(model, neg, positives)
-    neg_logits = losses.negative_logits(users, neg_emb, model.scale)
-    neg_ids, neg_log_q = neg.ids, neg.log_q
-    if isinstance(neg, CombinedNegatives) and neg.extra_ids is not None:  # shared plus per-example candidates
-        extra = Negatives(neg.extra_ids, neg.extra_log_q)
-        neg_logits = torch.cat([neg_logits, losses.negative_logits(users, candidate_embeddings(model, extra, positives), model.scale)], 1)
-        rows = len(batch.item_idx)
-        neg_ids = torch.cat([neg.ids.expand(rows, -1), neg.extra_ids], 1)
-        neg_log_q = torch.cat([neg.log_q.expand(rows, -1), neg.extra_log_q], 1)
-    # a candidate equal to the example's own positive is never a negative (the in-batch diagonal, duplicates)
-    is_hit = neg_ids.unsqueeze(0) == batch.item_idx.unsqueeze(1) if neg_ids.dim() == 1 else neg_ids == batch.item_idx.unsqueeze(1)
-    if config.remove_accidental_hits:
-        is_hit = is_hit | data.positives.contains(batch.user_idx, neg_ids)
-    if use_logq(config):
-        pos_logits = losses.logq_correction(pos_logits, sampler.log_q_of(batch.item_idx, len(batch.item_idx)))
-        neg_logits = losses.logq_correction(neg_logits, neg_log_q)
-    neg_logits = losses.remove_accidental_hits(neg_logits, is_hit)
-    if config.loss == "softmax":
-        return losses.sampled_softmax_loss(pos_logits, neg_logits, batch.weight)
-    return losses.binary_cross_entropy_loss(pos_logits, neg_logits, batch.weight)
+    if sampler is None and config.loss == "softmax":
+        raise ValueError("a softmax loss needs negatives; use loss='bce' for positives only")
+    blocks = sampler.sample(batch, generator, model, users).blocks() if sampler is not None else []
+    candidates = [candidate_embeddings(model, b, positives) for b in blocks]
+    log_q = candidate_log_q(batch, sampler, blocks) if sampler is not None and use_logq(config) else None
+    is_hit = accidental_hits(batch, blocks, data.positives if config.remove_accidental_hits else None)
+    return losses.retrieval_loss(users, positives, candidates, model.temperature, log_q, is_hit, config.loss, batch.weight)
 
 
 def make_optimizers(model: TwoTowerModel, config: TrainConfig) -> list[torch.optim.Optimizer]:
-    sparse, dense = model.parameter_groups()
-    optimizers: list[torch.optim.Optimizer] = [torch.optim.SparseAdam(sparse, lr=config.learning_rate)]
+    """Adam with the embedding tables at ``learning_rate`` and the MLPs at ``dense_learning_rate``;
+    ``SparseAdam`` for the tables when the model was built with sparse embeddings."""
+    tables, dense = model.parameter_groups()
+    if model.sparse_embeddings:
+        optimizers: list[torch.optim.Optimizer] = [torch.optim.SparseAdam(tables, lr=config.learning_rate)]
+        return optimizers + ([torch.optim.Adam(dense, lr=config.dense_learning_rate)] if dense else [])
+    groups = [{"params": tables, "lr": config.learning_rate}]
     if dense:
-        optimizers.append(torch.optim.Adam(dense, lr=config.dense_learning_rate))
-    return optimizers
+        groups.append({"params": dense, "lr": config.dense_learning_rate})
+    return [torch.optim.Adam(groups)]
 
 
 def train_epochs(
@@ -205,24 +227,39 @@ def train_epochs(
     epochs: int,
     evaluate_epoch: Callable[[], dict[str, float]] | None = None,  # returns "val_<metric>" entries
     generator: torch.Generator | None = None,
+    evaluate_start: bool = False,
 ) -> tuple[pd.DataFrame, dict | None]:
     """Train up to ``epochs`` epochs; with ``evaluate_epoch``, stop early on ``val_<early_stopping_metric>``
-    and restore the best epoch's weights. Returns (history: one row per epoch, best state or None)."""
+    and restore the best epoch's weights. Returns (history: one row per epoch, best state or None).
+
+    ``evaluate_start=True`` (continuing a trained model) also evaluates the weights before the first epoch
+    as epoch 0: training must beat them, and if no epoch does, the starting weights are restored."""
+    if (config.embedding_optimizer == "sparse_adam") != model.sparse_embeddings:
+        raise ValueError(
+            f"embedding_optimizer={config.embedding_optimizer!r} does not match the model's tables "
+            f"(sparse_embeddings={model.sparse_embeddings}): build the model with "
+            "TwoTowerModel(..., sparse_embeddings=(embedding_optimizer == 'sparse_adam'))"
+        )
     generator = generator or torch.Generator().manual_seed(config.seed)
     sampler = make_sampler(config, data)
     optimizers = make_optimizers(model, config)
     rows, best, best_state, since_best = [], -np.inf, None, 0
+    if evaluate_start and evaluate_epoch is not None:
+        model.eval()
+        row = {"epoch": 0, "train_loss": np.nan, **evaluate_epoch()}
+        best, best_state = row[f"val_{config.early_stopping_metric}"], copy.deepcopy(model.state_dict())
+        rows.append(row)
     n_batches = -(-len(data.examples) // config.batch_size)
     for epoch in range(1, epochs + 1):
-        if hasattr(sampler, "set_epoch"):  # staged schedules (sampling.ScheduledSampler)
-            sampler.set_epoch(epoch)
+        if sampler is not None:
+            sampler.start_epoch(epoch)
         model.train()
         total = 0.0
         steps = batches(data, config.batch_size, generator, model.history is not None)
         for batch in tqdm(steps, total=n_batches, desc=f"epoch {epoch}", disable=not config.progress, leave=False):
             loss = batch_loss(model, batch, sampler, config, data, generator)
             for opt in optimizers:
-                opt.zero_grad()
+                opt.zero_grad(set_to_none=True)
             loss.backward()
             for opt in optimizers:
                 opt.step()

@@ -1,4 +1,4 @@
-"""Tests for tt_helpers.data (the MovieLens loader). Nothing here touches the network."""
+"""Tests for tt_helpers.datasets.movielens (the MovieLens loader). Nothing here touches the network."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ import pandas as pd
 import pooch
 import pytest
 
-from tt_helpers import data
-from tt_helpers.data import DATASETS, DataFileError, MovieLens, default_data_dir, load_movielens
+from tt_helpers.datasets import movielens as data
+from tt_helpers.datasets.movielens import DATASETS, DataFileError, MovieLens, default_data_dir, load_movielens
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 # The real ml-100k: $TT_HELPERS_DATA if set when the tests start, else the shared read-only copy.

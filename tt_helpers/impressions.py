@@ -37,7 +37,7 @@ set of negatives; it cannot measure the value of real impression data. All impre
 the training split only: test ratings never decide what counts as engaged.
 
 **Validation without leakage.** The recipe early-stops on a validation split carved from training
-(:func:`tt_helpers.recipe.fit_two_tower`). Impressions simulated on the whole training split would label
+(:func:`tt_helpers.experiments.fit_on_split`). Impressions simulated on the whole training split would label
 validation-period items as "not engaged" using the validation answers; :meth:`ImpressionLog.for_split`
 therefore simulates once per training set (the split's train part and its validation train part), and
 the samplers pick the log whose training data they are given (:meth:`ImpressionLog.for_training`).
@@ -62,7 +62,7 @@ import torch
 
 from .sampling import Batch, NegativeSampler, Negatives, PositiveSet, ScheduledSampler, UniformSampler, WithPerExampleNegatives
 from .splits import Interactions, Split
-from .training import SamplerFactory, TrainingData, positive_examples
+from .examples import SamplerFactory, TrainingData, positive_examples
 
 IMPRESSION_COLUMNS = ["user_idx", "item_idx", "timestamp", "position"]
 DEFAULT_WINDOW_SECONDS = 3600  # one hour: MovieLens users rate in short sessions
@@ -260,7 +260,7 @@ def _fingerprint(examples: pd.DataFrame) -> tuple[int, int, int, int]:
 class ImpressionLog:
     """Impressions without engagement, simulated separately for each training set a fit will see.
 
-    :func:`tt_helpers.recipe.fit_two_tower` trains twice: on the validation split's train part (to pick
+    :func:`tt_helpers.experiments.fit_on_split` trains twice: on the validation split's train part (to pick
     the number of epochs) and on the split's train part. Each gets the log simulated from its own
     training data, so that no label of "not engaged" is decided by data the fit must not see. Pass it as
     ``extras={"impressions": log}``; samplers call :meth:`for_training`.
@@ -320,7 +320,7 @@ def _is_pair(positives: PositiveSet, users: torch.Tensor, items: torch.Tensor) -
     return positives.keys[pos] == keys if len(positives.keys) else torch.zeros(len(keys), dtype=torch.bool)
 
 
-class ImpressionNegativeSampler:
+class ImpressionNegativeSampler(NegativeSampler):
     """Per-example negatives ``[B, num_negatives]`` drawn uniformly, with replacement, from the distinct items
     the example's user was shown and did not engage with (the user's *pool*).
 

@@ -24,6 +24,8 @@ from typing import Any, Callable
 
 import pandas as pd
 
+from ..features import FeatureSpec
+
 
 def _pooch():
     """Import pooch only when needed, silencing the warning its import of ``tqdm.auto`` prints in Jupyter
@@ -382,3 +384,20 @@ _PARSERS: dict[str, Callable[[pathlib.Path], tuple[pd.DataFrame, pd.DataFrame | 
 }
 
 __all__ = ["DATASETS", "DataFileError", "MovieLens", "default_data_dir", "load_movielens"]
+
+
+# How the book encodes MovieLens' user and item attributes (chapter 2); readers' own data use their own specs
+# (or the detection of tt_helpers.recipe).
+MOVIELENS_USER_FEATURES = (
+    FeatureSpec("user_id", "user_id", "id"),
+    FeatureSpec("age", "age", "buckets", boundaries=(18, 25, 35, 45, 50, 56)),
+    FeatureSpec("gender", "gender", "categorical"),
+    FeatureSpec("occupation", "occupation", "categorical"),
+    FeatureSpec("zip_code", "zip_code", "hashed", buckets=1000),
+)
+MOVIELENS_ITEM_FEATURES = (
+    FeatureSpec("item_id", "item_id", "id"),
+    FeatureSpec("genres", "genres", "bag"),
+    FeatureSpec("year", "year", "buckets", boundaries=(1940, 1960, 1970, 1980, 1985, 1990, 1993, 1995, 1996, 1997)),
+    FeatureSpec("title", "title", "tokens", buckets=2000),
+)

@@ -1,0 +1,116 @@
+"""Runs: summaries over seeds, paired comparisons, selection on validation, intervals for plots."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tt_helpers import comparison
+from tt_helpers.experiments import Runs
+
+N_USERS = 40
+
+
+def per_user(seed, level):
+    rng = np.random.default_rng(seed)
+    index = pd.Index(np.arange(N_USERS) * 3, name="user_idx")  # user ids that are not positions
+    recall = np.clip(level + rng.normal(0, 0.15, N_USERS), 0, 1)
+    ndcg = np.clip(0.6 * recall + rng.normal(0, 0.05, N_USERS), 0, 1)
+    return pd.DataFrame({"Recall@100": recall, "NDCG@10": ndcg}, index=index)
+
+
+def summary_of(frame):
+    return {name: float(col.mean()) for name, col in frame.items()}
+
+
+# model -> (per-user level, validation Recall@100 per seed, best epoch per seed)
+MODELS = {
+    "small": (0.30, [0.20, 0.22, 0.21], [3, 4, 3]),
+    "large": (0.40, [0.26, 0.24, 0.25], [5, 6, 5]),
+    "overfit": (0.45, [0.23, 0.22, 0.24], [2, 2, 3]),  # the best on test, not on validation
+}
+
+
+@pytest.fixture
+def runs():
+    runs = Runs("temporal per user")
+    for m, (name, (level, validation, epochs)) in enumerate(MODELS.items()):
+        for seed in range(3):
+            frame = per_user(100 * m + seed, level)
+            runs.add(name, summary_of(frame), frame, seed=seed, best_epoch=epochs[seed], **{"val_Recall@100": validation[seed]})
+    baseline = per_user(999, 0.35)
+    runs.add("popular", summary_of(baseline), baseline)  # one deterministic run, no seed
+    return runs
+
+
+def test_table_means_are_the_means_over_seeds(runs):
+    table = runs.table(["Recall@100", "NDCG@10"], digits=6)
+    assert list(table.index) == ["small", "large", "overfit", "popular"]
+    assert table.index.name == "temporal per user"
+    for name in MODELS:
+        frames = runs.per_user[name]
+        for metric in ("Recall@100", "NDCG@10"):
+            by_hand = np.mean([f[metric].mean() for f in frames])
+            assert table.loc[name, metric] == pytest.approx(by_hand, abs=1e-6)
+        assert table.loc[name, "seeds"] == 3
+        assert table.loc[name, "validation Recall@100"] == pytest.approx(np.mean(MODELS[name][1]), abs=1e-6)
+        assert table.loc[name, "best epochs"] == ", ".join(str(e) for e in MODELS[name][2])
+    assert table.loc["popular", "seeds"] == 1
+    assert table.loc["popular", "Recall@100"] == pytest.approx(runs.per_user["popular"][0]["Recall@100"].mean(), abs=1e-6)
+    assert table.loc["popular", "best epochs"] == "-"
+    assert list(runs.table(["Recall@100"], names=["overfit", "small"]).index) == ["overfit", "small"]
+    with pytest.raises(KeyError, match="medium"):
+        runs.table(["Recall@100"], names=["medium"])
+
+
+def test_frame_has_one_row_per_run(runs):
+    frame = runs.frame()
+    assert len(frame) == 3 * 3 + 1
+    assert frame.groupby("model").size().to_dict() == {"large": 3, "overfit": 3, "popular": 1, "small": 3}
+    assert frame.loc[frame.model == "popular", "seed"].isna().all()
+
+
+@pytest.mark.parametrize("metric", ["Recall@100", "NDCG@10"])
+def test_compare_is_comparison_compare_on_the_stored_frames(runs, metric):
+    ours = runs.compare("large", "small", metric)
+    direct = comparison.compare(runs.per_user["large"], runs.per_user["small"], metric, names=("large", "small"))
+    assert ours == direct
+    assert ours.n_seeds_a == 3 and ours.n_users == N_USERS
+    assert ours.a_beats_b  # a 0.1 gap over 40 users, seeds averaged
+    against_baseline = runs.compare("small", "popular", metric, seed=3)
+    assert against_baseline == comparison.compare(runs.per_user["small"], runs.per_user["popular"], metric, names=("small", "popular"), seed=3)
+    table = runs.comparisons([("large", "small"), ("small", "popular")], metric)
+    assert list(table.index) == ["large vs small", "small vs popular"]
+    assert table.loc["large vs small", "difference"] == pytest.approx(round(direct.difference, 4))
+    with pytest.raises(KeyError, match="medium"):
+        runs.compare("medium", "small")
+
+
+def test_best_on_validation_picks_the_highest_validation_metric_not_test(runs):
+    assert runs.best_on_validation(["small", "large", "overfit"]) == "large"
+    assert runs.best_on_validation(["small", "overfit"]) == "overfit"
+    assert runs.best_on_validation(["small", "large", "popular"]) == "large"  # a baseline has no validation value
+    test_best = runs.table(["Recall@100"]).drop(index="popular")["Recall@100"].idxmax()
+    assert test_best == "overfit"  # selection on test would have picked another model
+    with pytest.raises(KeyError, match="NDCG@10"):
+        runs.best_on_validation(["small"], metric="NDCG@10")
+
+
+def test_intervals_columns_and_values(runs):
+    frame = runs.intervals("Recall@100", ["small", "popular"], seed=5)
+    assert list(frame.columns) == ["mean", "low", "high"] and list(frame.index) == ["small", "popular"]
+    seeds_averaged = pd.concat([f["Recall@100"] for f in runs.per_user["small"]], axis=1).mean(axis=1).to_numpy()
+    assert frame.loc["small", "mean"] == pytest.approx(seeds_averaged.mean())
+    mean, low, high = comparison.paired_bootstrap(seeds_averaged, np.zeros(N_USERS), seed=5)
+    assert (frame.loc["small", "low"], frame.loc["small", "high"]) == pytest.approx((low, high))
+    assert (frame["low"] < frame["mean"]).all() and (frame["mean"] < frame["high"]).all()
+    assert list(runs.intervals("NDCG@10").index) == runs.names
+
+
+def test_add_refuses_a_second_unseeded_run_of_a_name(runs):
+    frame = per_user(7, 0.3)
+    with pytest.raises(ValueError, match="popular"):
+        runs.add("popular", summary_of(frame), frame)
+    with pytest.raises(ValueError, match="small"):
+        runs.add("small", summary_of(frame), frame)  # seeded runs recorded: a fourth one needs its seed too
+    runs.add("small", summary_of(frame), frame, seed=3)
+    assert len(runs.per_user["small"]) == 4 and runs.table(["Recall@100"]).loc["small", "seeds"] == 4

@@ -132,14 +132,12 @@ def test_ml100k_real() -> None:
 
 
 @needs_ml100k
-def test_ml100k_real_is_fast_and_hashes_once(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_ml100k_real_is_hashed_once_then_read_from_the_md5_cache(monkeypatch: pytest.MonkeyPatch) -> None:
     load_movielens(data_dir=SHARED)  # warm the md5 cache
     calls = []
     real_md5 = data.hashlib.md5
     monkeypatch.setattr(data.hashlib, "md5", lambda *a, **k: calls.append(a) or real_md5(*a, **k))
-    start = time.perf_counter()
     load_movielens(data_dir=SHARED)
-    assert time.perf_counter() - start < 2.0
     assert calls == []  # nothing rehashed
 
 

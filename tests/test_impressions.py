@@ -312,6 +312,12 @@ def test_impression_log_serves_each_fit_its_own_simulation():
     assert (val_log["timestamp"].to_numpy() <= cutoff.reindex(val_log["user_idx"]).to_numpy()).all()
     with pytest.raises(ValueError, match="no impressions were simulated"):
         log.for_training(training_data(split.validation().validation().train, None, "liked"))
+    # the train part's whole log is kept: its impressions without engagement are the log served
+    everything = impressions.simulate_impressions(split.train, temperature=1.0, seed=0, keep_engaged=True)
+    assert log.train_with_engaged.equals(everything) and everything["engaged"].any()
+    assert log.train_with_engaged.loc[~everything["engaged"], impressions.IMPRESSION_COLUMNS].reset_index(drop=True).equals(log.train)
+    with pytest.raises(ValueError, match="train_with_engaged"):
+        impressions.ImpressionLog.for_split(split, keep_engaged=True)
     data = training_data(split.train, None, "liked")
     with pytest.raises(KeyError, match="impressions"):
         impressions.impressions_of(data)

@@ -225,3 +225,20 @@ def test_ties_keep_index_order_on_long_rows():
         assert (key[1:] <= key[:-1]).all()  # best first
         same = key[1:] == key[:-1]
         assert (r[1:][same] > r[:-1][same]).all()  # ties: lower item index first
+
+
+def test_top_k_ranking_and_first_relevant_rank_equal_the_full_stable_sort_with_many_ties():
+    g = torch.Generator().manual_seed(0)
+    for trial in range(20):
+        scores = torch.randint(0, 6, (40, 57), generator=g).float()  # heavy ties
+        scores[torch.rand(scores.shape, generator=g) < 0.05] = float("-inf")
+        exclude = torch.rand(scores.shape, generator=g) < 0.3
+        relevant = (torch.rand(scores.shape, generator=g) < 0.1) & ~exclude
+        relevant[~relevant.any(1), 0] = True
+        exclude &= ~relevant
+        full = metrics.exclude_and_rank(scores, exclude)
+        key = metrics.ranking_key(scores, exclude)
+        for k in (1, 5, 20, 57, 80):
+            assert torch.equal(metrics.top_k_ranking(key, k), full[:, :k]), (trial, k)
+        expected = metrics.hit_matrix(full, relevant).float().argmax(1) + 1
+        assert torch.equal(metrics.first_relevant_rank(key, relevant), expected)

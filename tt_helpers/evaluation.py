@@ -62,15 +62,18 @@ def evaluate_detailed(
     ks = sorted(set(int(k) for k in ks))
     rows: dict[str, list[torch.Tensor]] = {}
     users, tops = [], []
-    for batch, ranked, hits in _hit_batches(model, split, batch_size, relevant_items):
-        n_rel = hits.sum(1)
+    for batch, key, relevant in _scored_batches(model, split, batch_size, relevant_items):
+        # only the top max(ks) are ranked (exactly as the full sort would); MRR counts the first hit's rank
+        ranked = metrics.top_k_ranking(key, max(ks))
+        hits = metrics.hit_matrix(ranked, relevant)
+        n_rel = relevant.sum(1)
         for k in ks:
             rows.setdefault(f"Recall@{k}", []).append(metrics.recall_at_k(hits, n_rel, k))
             rows.setdefault(f"HitRate@{k}", []).append(metrics.hit_rate_at_k(hits, k))
             rows.setdefault(f"NDCG@{k}", []).append(metrics.ndcg_at_k(hits, n_rel, k))
-        rows.setdefault("MRR", []).append(metrics.reciprocal_rank(hits))
+        rows.setdefault("MRR", []).append(1.0 / metrics.first_relevant_rank(key, relevant).float())
         users.append(batch)
-        tops.append(ranked[:, : max(ks)])
+        tops.append(ranked)
     per_user_frame = pd.DataFrame({name: torch.cat(v).numpy() for name, v in rows.items()}, index=np.concatenate(users))
     per_user_frame.index.name = "user_idx"
     result = {name: float(col.mean()) for name, col in per_user_frame.items()}
@@ -138,10 +141,10 @@ def tune(
     return best, table
 
 
-def _hit_batches(model: Recommender, split: Split, batch_size: int = 1024, relevant_items: np.ndarray | None = None):
-    """Yield ``(users, ranked, hits)`` per batch of evaluated users: the full-catalogue ranking (training
-    items last) and ``hits[u, r]``, True when the item at rank ``r`` (0-based) is one of user ``u``'s
-    relevant test items. The one place that decides who is evaluated, what is relevant and what is excluded.
+def _scored_batches(model: Recommender, split: Split, batch_size: int = 1024, relevant_items: np.ndarray | None = None):
+    """Yield ``(users, key, relevant)`` per batch of evaluated users: the ranking key of
+    :func:`metrics.ranking_key` (training items excluded) and the bool matrix of each user's relevant test
+    items. The one place that decides who is evaluated, what is relevant and what is excluded.
     """
     n_items = split.catalog.n_items
     seen = split.train.user_items()
@@ -169,8 +172,16 @@ def _hit_batches(model: Recommender, split: Split, batch_size: int = 1024, relev
                     f"model.score returned NaN for user indices {bad}: NaN would rank first and every metric "
                     "would be meaningless. The model has probably diverged (lower the learning rate)."
                 )
-            ranked = metrics.exclude_and_rank(scores, _bool_rows(seen, batch, n_items))
-            yield batch, ranked, metrics.hit_matrix(ranked, _bool_rows(relevant, batch, n_items))
+            key = metrics.ranking_key(scores, _bool_rows(seen, batch, n_items))
+            yield batch, key, _bool_rows(relevant, batch, n_items)
+
+
+def _hit_batches(model: Recommender, split: Split, batch_size: int = 1024, relevant_items: np.ndarray | None = None):
+    """Yield ``(users, ranked, hits)`` per batch: the full-catalogue ranking (training items last) and
+    ``hits[u, r]``, True when the item at rank ``r`` (0-based) is one of user ``u``'s relevant test items."""
+    for batch, key, relevant in _scored_batches(model, split, batch_size, relevant_items):
+        ranked = torch.sort(key, dim=1, descending=True, stable=True).indices
+        yield batch, ranked, metrics.hit_matrix(ranked, relevant)
 
 
 def recall_curve(model: Recommender, split: Split, max_k: int = 500, batch_size: int = 1024) -> pd.Series:

@@ -219,9 +219,12 @@ def simulate_impressions(
             )
         )
     out = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=IMPRESSION_COLUMNS + ["engaged"])
-    if keep_engaged:
-        return out
-    return out.loc[~out["engaged"].astype(bool), IMPRESSION_COLUMNS].reset_index(drop=True)
+    return out if keep_engaged else _without_engagement(out)
+
+
+def _without_engagement(log: pd.DataFrame) -> pd.DataFrame:
+    """The impressions without engagement of a ``keep_engaged=True`` log, as ``simulate_impressions`` returns them."""
+    return log.loc[~log["engaged"].astype(bool), IMPRESSION_COLUMNS].reset_index(drop=True)
 
 
 def impression_summary(log: pd.DataFrame, n_users: int) -> pd.Series:
@@ -268,6 +271,8 @@ class ImpressionLog:
 
     logs: dict[tuple, pd.DataFrame] = field(default_factory=dict)  # fingerprint of the examples -> log
     names: dict[tuple, str] = field(default_factory=dict)
+    # every impression simulated on the split's train part, with its bool ``engaged`` column (for summaries)
+    train_with_engaged: pd.DataFrame | None = None
 
     def add(self, train: Interactions, log: pd.DataFrame, name: str) -> None:
         for rule in ("liked", "any"):  # "weighted" has the rows of "any"
@@ -276,11 +281,18 @@ class ImpressionLog:
 
     @classmethod
     def for_split(cls, split: Split, **simulation_kwargs) -> "ImpressionLog":
-        """Simulate on ``split.train`` and on ``split.validation().train`` with the same settings."""
+        """Simulate on ``split.train`` and on ``split.validation().train`` with the same settings.
+
+        The train part's whole log (engaged impressions included) is kept as :attr:`train_with_engaged`, so
+        that a summary needs no third simulation."""
+        if "keep_engaged" in simulation_kwargs:
+            raise ValueError("ImpressionLog keeps impressions without engagement; see train_with_engaged")
         out = cls()
         validation = split.validation()
         out.add(validation.train, simulate_impressions(validation.train, **simulation_kwargs), "validation train")
-        out.add(split.train, simulate_impressions(split.train, **simulation_kwargs), "train")
+        everything = simulate_impressions(split.train, keep_engaged=True, **simulation_kwargs)
+        out.train_with_engaged = everything
+        out.add(split.train, _without_engagement(everything), "train")
         return out
 
     def for_training(self, data: TrainingData) -> pd.DataFrame:
@@ -329,8 +341,8 @@ class ImpressionNegativeSampler(NegativeSampler):
     * Users with an empty pool **fall back to uniform draws from the whole catalogue**, so every example
       still gets ``num_negatives`` candidates; :attr:`fallback_users` counts them.
 
-    **Why ``log_q = 0``.** The logQ correction makes a sampled softmax an unbiased estimate of the softmax
-    over the *whole catalogue*. Impression negatives are not a proposal for that softmax: most items have
+    **Why ``log_q = 0``.** The logQ correction makes a sampled softmax a consistent estimate (biased for a
+    finite sample, the bias vanishing as the sample grows) of the softmax over the *whole catalogue*. Impression negatives are not a proposal for that softmax: most items have
     zero probability of being drawn for a given user, so no reweighting can recover the catalogue softmax
     from them. They are *labelled* negatives ("shown, not chosen"), and the loss is the softmax over the
     positive and these items. The true proposal (``num_negatives / pool size``, constant for a user) would
@@ -430,7 +442,9 @@ def staged_impressions(random_epochs: int = 3, num_negatives: int = 256, share: 
     """``TrainConfig.negatives`` factory for the staged schedule: ``num_negatives`` uniform (random)
     negatives for the first ``random_epochs`` epochs, then :func:`random_and_impressions` with ``share``
     (via :class:`tt_helpers.sampling.ScheduledSampler`). Early stopping may end training before the
-    switch; then the model never saw an impression negative (check the best epoch)."""
+    switch; then the model never saw an impression negative (check the best epoch). To switch at the
+    first phase's validation plateau instead, with the second phase early-stopped on its own, give
+    :func:`tt_helpers.experiments.run_variants` the pair ``(first_config, second_config)``."""
     if random_epochs < 1:
         raise ValueError(f"random_epochs must be at least 1, got {random_epochs}")
     later = random_and_impressions(num_negatives, share, key)

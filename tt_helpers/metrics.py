@@ -21,9 +21,41 @@ def exclude_and_rank(scores: torch.Tensor, exclude: torch.Tensor) -> torch.Tenso
     # One stable sort on a key where excluded items are -inf and the model's own -inf scores are lifted to
     # the lowest finite value, so that an allowed item the model scored -inf still ranks before every
     # excluded item; equal keys keep index order (lower item index first).
+    return torch.sort(ranking_key(scores, exclude), dim=1, descending=True, stable=True).indices
+
+
+def ranking_key(scores: torch.Tensor, exclude: torch.Tensor) -> torch.Tensor:
+    """The key :func:`exclude_and_rank` sorts by (descending, ties by lower index): excluded items are
+    ``-inf`` and the model's own ``-inf`` scores are lifted to the lowest finite value, so that an allowed
+    item the model scored ``-inf`` still ranks before every excluded item."""
     lowest = torch.finfo(torch.float32).min
-    key = torch.nan_to_num(scores.float(), nan=lowest, neginf=lowest).masked_fill(exclude, float("-inf"))
-    return torch.sort(key, dim=1, descending=True, stable=True).indices
+    return torch.nan_to_num(scores.float(), nan=lowest, neginf=lowest).masked_fill(exclude, float("-inf"))
+
+
+def top_k_ranking(key: torch.Tensor, k: int) -> torch.Tensor:
+    """The first ``k`` columns of the full ranking by ``key`` (descending, ties by lower index), exactly, at
+    the cost of a ``topk`` plus a sort of the candidates: every item whose key reaches the ``k``-th largest
+    is a candidate, so ties at the cut are broken as the full sort breaks them. ``[users, items] -> [users, k]``.
+    """
+    n = key.shape[1]
+    if k >= n:
+        return torch.sort(key, dim=1, descending=True, stable=True).indices[:, :k]
+    kth = torch.topk(key, k, dim=1).values[:, -1:]
+    m = int((key >= kth).sum(1).max())  # the most candidates any row has (ties at the cut included)
+    candidates = torch.topk(key, m, dim=1).indices
+    candidates = torch.sort(candidates, dim=1).values  # index order, so the stable sort breaks ties by index
+    order = torch.sort(torch.gather(key, 1, candidates), dim=1, descending=True, stable=True).indices
+    return torch.gather(candidates, 1, order)[:, :k]
+
+
+def first_relevant_rank(key: torch.Tensor, relevant: torch.Tensor) -> torch.Tensor:
+    """1-based rank of each user's first relevant item in the full ranking by ``key`` (as
+    :func:`exclude_and_rank` orders it), without sorting; ``[users]`` (long). Every row needs a relevant item."""
+    best = key.masked_fill(~relevant, float("-inf")).max(1, keepdim=True).values
+    at_best = relevant & (key == best)
+    first = at_best.float().argmax(1, keepdim=True)  # the lowest index among the best relevant items
+    before = (key > best) | ((key == best) & (torch.arange(key.shape[1]).unsqueeze(0) < first))
+    return before.sum(1) + 1
 
 
 def hit_matrix(ranked: torch.Tensor, relevant: torch.Tensor) -> torch.Tensor:

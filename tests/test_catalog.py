@@ -244,3 +244,10 @@ def test_constructor_rejects_unsorted_or_duplicate_ids():
         Catalog(np.arange(3), np.array(["a", "a"], dtype=object))
     cat = Catalog(np.arange(3, dtype=np.int32), np.array(["a", "b"]))  # canonical dtypes
     assert cat.user_ids.dtype == np.int64 and cat.item_ids.dtype == object
+
+
+def test_user_positions_marks_unknown_ids_instead_of_raising(ratings):
+    cat = Catalog.from_frames(ratings)
+    assert cat.user_positions([30, 99, 10]).tolist() == [2, -1, 0]
+    with pytest.raises(TypeError, match="wrong type"):
+        cat.user_positions(["30"])

@@ -252,3 +252,31 @@ def test_nan_scores_raise_instead_of_ranking_first():
     scores[2, 3] = float("nan")
     with pytest.raises(ValueError, match=r"NaN for user indices \[2\].*diverged"):
         evaluation.evaluate(FixedModel(scores), tiny_split(), ks=(1,))
+
+
+# --------------------------------------------------------------------------- TFRS protocol
+
+
+def test_interaction_hit_rate_counts_every_test_row_without_excluding_training_items():
+    split = tiny_split()
+    test = split.test.frame
+    # user 0's test item (idx 4) scores 1.0, below its four training items: rank 5 when nothing is excluded
+    rate = evaluation.interaction_hit_rate(FixedModel(SCORES), split, k=4)
+    by_row = dict(zip(zip(test["user_idx"], test["item_idx"]), rate.to_numpy()))
+    assert by_row[(0, 4)] == 0.0  # rank 5 > 4
+    assert evaluation.interaction_hit_rate(FixedModel(SCORES), split, k=5)[0] == 1.0  # rank 5 <= 5
+    # user 1's test row is rated 2 stars: it still counts in this protocol (every rating is a positive)
+    assert 1 in rate.index
+    assert len(rate) == len(test)
+    # excluding training items moves user 0's test item to rank 1
+    excluded = evaluation.interaction_hit_rate(FixedModel(SCORES), split, k=1, exclude_seen=True)
+    assert excluded[0] == 1.0
+
+
+def test_interaction_hit_rate_counts_ties_at_the_cut_against_the_model():
+    split = tiny_split()
+    flat = FixedModel(torch.zeros(4, 11))  # every item tied: no top-k of size < 11 contains them all
+    assert evaluation.interaction_hit_rate(flat, split, k=10).sum() == 0.0
+    assert evaluation.interaction_hit_rate(flat, split, k=11).mean() == 1.0
+    with pytest.raises(ValueError, match="catalogue size"):
+        evaluation.interaction_hit_rate(flat, split, k=12)

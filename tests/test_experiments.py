@@ -114,3 +114,60 @@ def test_add_refuses_a_second_unseeded_run_of_a_name(runs):
         runs.add("small", summary_of(frame), frame)  # seeded runs recorded: a fourth one needs its seed too
     runs.add("small", summary_of(frame), frame, seed=3)
     assert len(runs.per_user["small"]) == 4 and runs.table(["Recall@100"]).loc["small", "seeds"] == 4
+
+
+# --------------------------------------------------------------------------- refit, kept models
+
+
+def tiny_split():
+    from tt_helpers import splits
+    from tt_helpers.catalog import Catalog
+
+    rng = np.random.default_rng(0)
+    rows = [(100 + u, 1000 + int(i), 5.0 if i % 2 == u % 2 else 2.0, 50 + k)
+            for u in range(16) for k, i in enumerate(rng.choice(24, 10, replace=False))]
+    ratings = pd.DataFrame(rows, columns=["user_id", "item_id", "rating", "timestamp"])
+    return splits.temporal_user_split(ratings, Catalog.from_frames(ratings))
+
+
+def test_refit_false_keeps_the_early_stopped_run_and_serves_with_the_whole_training_history():
+    import torch
+
+    from tt_helpers.experiments import fit_on_split
+    from tt_helpers.towers import TowerConfig
+    from tt_helpers.training import TrainConfig
+
+    split = tiny_split()
+    tower = TowerConfig(embedding_dim=8, user_features=(), use_history=True)
+    training = TrainConfig(progress=False, batch_size=16, max_epochs=3, positives="any")
+    kept = fit_on_split(split, tower, training, refit=False)
+    refit = fit_on_split(split, tower, training)
+    assert kept.best_epoch == refit.best_epoch  # the same early-stopped run chose both
+    # the kept model's weights are the validation run's (trained on less data), not a refit's
+    assert not torch.equal(kept.recommender.model.embed_items(), refit.recommender.model.embed_items())
+    # ... and it reads each user's history from the whole training split at serving time
+    served = kept.recommender.model.history
+    assert len(served.items) == len(split.train.frame) > len(split.validation().train.frame)
+
+
+def test_kept_models_are_evaluated_again_without_refitting():
+    from tt_helpers import evaluation
+    from tt_helpers.baselines import PopularRecommender
+    from tt_helpers.experiments import run_variants
+    from tt_helpers.towers import TowerConfig
+    from tt_helpers.training import TrainConfig
+
+    split = tiny_split()
+    variants = {"ids": (TowerConfig(embedding_dim=8), TrainConfig(progress=False, batch_size=16, max_epochs=2))}
+    runs = run_variants(split, variants, seeds=(0, 1), keep_models=True, ks=(5,))
+    runs.add_baselines({"popular": PopularRecommender().fit(split.train)}, split, ks=(5,))
+    assert [seed for seed, _ in runs.models["ids"]] == [0, 1]
+    odd = np.arange(1, split.catalog.n_items, 2)
+    again = runs.reevaluate(split, ks=(5,), relevant_items=odd)
+    assert again.names == ["ids", "popular"]
+    seed1 = runs.models["ids"][1][1]
+    expected = evaluation.evaluate(seed1, split, ks=(5,), relevant_items=odd)["Recall@5"]
+    assert again.frame().query("model == 'ids' and seed == 1")["Recall@5"].item() == pytest.approx(expected)
+    assert again.frame()["best_epoch"].dropna().tolist() == runs.frame()["best_epoch"].dropna().tolist()
+    with pytest.raises(KeyError, match="keep_models"):
+        Runs("p").reevaluate(split, names=["ids"])

@@ -493,3 +493,36 @@ def test_dense_and_sparse_embedding_paths_both_reduce_the_training_loss():
     assert dense.iloc[0] == pytest.approx(sparse.iloc[0], rel=0.05)  # same init and data: the first epochs agree closely
     ratio = dense / sparse
     assert ((ratio > 0.5) & (ratio < 2.0)).all(), ratio.tolist()  # the same course, within a factor 2 at every epoch
+
+
+# --------------------------------------------------------------------------- learning-rate schedule
+
+
+def test_learning_rate_schedule_warms_up_then_decays_per_epoch():
+    from tt_helpers.training import learning_rate_factor
+
+    config = quiet(warmup_steps=4, lr_decay=0.5)
+    assert [learning_rate_factor(config, s, 1) for s in range(5)] == [0.25, 0.5, 0.75, 1.0, 1.0]
+    assert learning_rate_factor(config, 100, 3) == 0.25  # two decays after the first epoch
+    assert learning_rate_factor(quiet(), 0, 7) == 1.0  # the defaults keep the rates constant
+
+
+def test_the_loop_applies_the_schedule_and_records_it_in_the_history():
+    split = synthetic_split()
+    config = quiet(max_epochs=3, lr_decay=0.5, learning_rate=0.04)
+    rec = TwoTowerRecommender(TowerConfig(embedding_dim=8), config)
+    model, data = rec.build(split.train)
+    history, _ = train_epochs(model, data, config, epochs=3)
+    assert history["learning_rate"].tolist() == pytest.approx([0.04, 0.02, 0.01])
+    # the optimiser really ran at the decayed rate: a decayed run ends elsewhere than a constant one
+    constant = TwoTowerRecommender(TowerConfig(embedding_dim=8), quiet(max_epochs=3, learning_rate=0.04))
+    model_c, data_c = constant.build(split.train)
+    train_epochs(model_c, data_c, constant.training, epochs=3)
+    assert not torch.allclose(model.embed_items(), model_c.embed_items())
+
+
+@pytest.mark.parametrize("kwargs, field", [({"lr_decay": 0.0}, "lr_decay"), ({"lr_decay": 1.5}, "lr_decay"),
+                                           ({"warmup_steps": -1}, "warmup_steps")])
+def test_train_config_refuses_a_bad_schedule(kwargs, field):
+    with pytest.raises(ValueError, match=field):
+        TrainConfig(**kwargs)

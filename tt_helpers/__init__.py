@@ -6,8 +6,13 @@ The public names, on one screen (see the book's "API at a glance" page):
   :func:`random_split`;
 * models: :class:`TowerConfig`, :class:`TrainConfig`, :class:`TwoTowerRecommender`, and the baselines
   :class:`RandomRecommender`, :class:`PopularRecommender`, :class:`EASE`;
+* training: :class:`StreamingFrequencyEstimator` (Yi et al.'s streaming item frequencies, for logQ);
 * evaluation: :func:`evaluate`, :func:`tune`, :func:`compare` (the one rule for "A beats B"),
   :func:`run_variants` and :class:`Runs`;
+* your own data: :func:`fit_two_tower` -> :class:`FittedTwoTower` (``recommend``, ``save``),
+  :func:`load_recommender`;
+* serving: :class:`ExactIndex` and :class:`AnnoyIndex` (exact or approximate top-k inner product, one
+  interface), :func:`load_index`;
 * reproducibility: :func:`seed_everything`.
 """
 
@@ -17,6 +22,9 @@ from .comparison import Comparison, compare, comparison_table
 from .datasets import load_movielens
 from .evaluation import evaluate, evaluate_detailed, tune
 from .experiments import Runs, fit_on_split, run_variants
+from .frequency import StreamingFrequencyEstimator
+from .index import AnnoyIndex, ExactIndex, load_index
+from .own_data import FittedTwoTower, fit_two_tower, load_recommender
 from .recipe import TwoTowerRecommender
 from .repro import seed_everything
 from .splits import global_temporal_split, random_split, temporal_user_split
@@ -26,12 +34,16 @@ from .training import TrainConfig
 __version__ = "0.2.0"
 
 __all__ = [
+    "AnnoyIndex",
     "Catalog",
     "Comparison",
     "EASE",
+    "ExactIndex",
+    "FittedTwoTower",
     "PopularRecommender",
     "RandomRecommender",
     "Runs",
+    "StreamingFrequencyEstimator",
     "TowerConfig",
     "TrainConfig",
     "TwoTowerRecommender",
@@ -41,8 +53,11 @@ __all__ = [
     "evaluate",
     "evaluate_detailed",
     "fit_on_split",
+    "fit_two_tower",
     "global_temporal_split",
+    "load_index",
     "load_movielens",
+    "load_recommender",
     "random_split",
     "run_variants",
     "seed_everything",

@@ -82,6 +82,11 @@ class Catalog:
         """External user ids -> indices; raises :class:`UnknownIdError` naming the ids it does not know."""
         return _lookup(self.user_ids, user_ids, "user")
 
+    def user_positions(self, user_ids: np.ndarray | pd.Series | list) -> np.ndarray:
+        """Like :meth:`user_index`, but ``-1`` for the ids the catalogue does not know instead of an error, for
+        callers that serve unknown users another way; ids of the wrong kind still raise :class:`IdTypeError`."""
+        return _find(self.user_ids, user_ids, "user")[0]
+
     def item_index(self, item_ids: np.ndarray | pd.Series | list) -> np.ndarray:
         """External item ids -> indices; raises :class:`UnknownIdError` naming the ids it does not know."""
         return _lookup(self.item_ids, item_ids, "item")
@@ -206,18 +211,24 @@ def _check_sorted_unique(ids: np.ndarray, kind: str) -> None:
         )
 
 
-def _lookup(known: np.ndarray, ids, kind: str) -> np.ndarray:
-    """Indices of ``ids`` in the sorted array ``known``; vectorised for both kinds of id."""
+def _find(known: np.ndarray, ids, kind: str) -> tuple[np.ndarray, np.ndarray]:
+    """``(positions, canonical ids)``: the position of each id in the sorted array ``known``, -1 where absent;
+    an id of the other kind than ``known``'s raises :class:`IdTypeError`."""
     ids = _canonical(ids, kind, f"{kind} ids looked up")
     if len(ids) == 0:
-        return np.empty(0, dtype=np.int64)
+        return np.empty(0, dtype=np.int64), ids
     if len(known) and id_kind(ids) != id_kind(known):
         raise IdTypeError(
             f"{kind} ids of the wrong type: the catalogue's {kind} ids are {id_kind(known)}s "
             f"(e.g. {known[0]!r}) but {id_kind(ids)}s were looked up (e.g. {ids[0]!r}); convert them with "
             f"{'.astype(str)' if id_kind(known) == STR_IDS else '.astype(int)'}"
         )
-    pos = _positions(known, ids)
+    return _positions(known, ids), ids
+
+
+def _lookup(known: np.ndarray, ids, kind: str) -> np.ndarray:
+    """Indices of ``ids`` in the sorted array ``known``; vectorised for both kinds of id."""
+    pos, ids = _find(known, ids, kind)
     bad = pos < 0
     if bad.any():
         unknown = np.unique(ids[bad])[:_MAX_SHOWN].tolist()

@@ -83,6 +83,96 @@ def evaluate_detailed(
     return result, per_user_frame
 
 
+def evaluated_users(split: Split, relevant_items: np.ndarray | None = None) -> np.ndarray:
+    """The user indices :func:`evaluate` evaluates, ascending: those with a relevant test item (a test positive
+    not rated in training, within ``relevant_items`` if given). Query a retriever for them and pass its lists
+    to :func:`evaluate_top_k`."""
+    return _relevance(split, relevant_items)[0]
+
+
+def evaluate_top_k(
+    top_k_items: np.ndarray | torch.Tensor,
+    users: np.ndarray | torch.Tensor,
+    split: Split,
+    ks: Iterable[int] = DEFAULT_KS,
+    relevant_items: np.ndarray | None = None,
+    per_user: bool = False,
+    batch_size: int = 1024,
+) -> dict[str, float] | pd.DataFrame:
+    """:func:`evaluate` from a retriever's ranked lists instead of a model's scores of the whole catalogue:
+    e.g. the ids an index returns (:mod:`tt_helpers.index`), to report Recall@K through an approximate index.
+
+    ``top_k_items[i]`` (``[n, L]``, ints) ranks catalogue item indices best first for user ``users[i]``
+    (``[n]``); ``-1`` marks an empty slot. The users and the relevance are :func:`evaluate`'s: the lists must
+    cover every user of :func:`evaluated_users` (rows of other users are ignored). Training items are dropped
+    from each list here, as ``evaluate`` excludes them, and the items after them move up: so ask the
+    retriever for ``max(ks)`` items plus as many as a user has in training, or the lists run short and the
+    missing slots count as misses (the cost of too little over-fetch). Given a model's exact top lists this
+    equals ``evaluate(model, ...)``. MRR is known only within the lists: ``MRR@L`` is ``1 / rank`` of the first
+    relevant item in the list, 0 without one. Needs ``L >= max(ks)``.
+    """
+    ks = sorted({int(k) for k in ks})
+    lists = top_k_items.detach().cpu().numpy() if isinstance(top_k_items, torch.Tensor) else np.asarray(top_k_items)
+    users = users.detach().cpu().numpy() if isinstance(users, torch.Tensor) else np.asarray(users)
+    n_items = split.catalog.n_items
+    if lists.ndim != 2 or (lists.size and lists.dtype.kind not in "iu"):
+        raise ValueError(
+            f"top_k_items must be an int array [users, L] of catalogue item indices, got dtype {lists.dtype} and shape "
+            f"{lists.shape}: map external item ids with split.catalog.item_index(ids)"
+        )
+    if users.ndim != 1 or len(users) != len(lists) or (users.size and users.dtype.kind not in "iu"):
+        raise ValueError(f"users must be [n] user indices, one per row of top_k_items ({len(lists)} rows), got shape {users.shape}")
+    if not ks or ks[0] < 1 or ks[-1] > lists.shape[1]:
+        raise ValueError(
+            f"ks must be between 1 and the lists' length {lists.shape[1]}, got {ks}: ask the retriever for at least "
+            f"max(ks) items, plus the user's training items, which are dropped"
+        )
+    if ((lists < -1) | (lists >= n_items)).any():
+        raise ValueError(f"top_k_items must hold item indices 0..{n_items - 1} (or -1 for an empty slot): map external ids "
+                         f"with split.catalog.item_index(ids)")
+    if len(np.unique(users)) != len(users):
+        raise ValueError("users must not repeat: give one list per user")
+    evaluated, relevant, seen = _relevance(split, relevant_items)
+    rows_of = pd.Index(users).get_indexer(evaluated)
+    if (rows_of < 0).any():
+        absent = evaluated[rows_of < 0]
+        raise ValueError(
+            f"no list for {len(absent)} evaluated user(s) (e.g. {absent[:10].tolist()}): pass a list for every user of "
+            f"evaluation.evaluated_users(split), as evaluate() scores them all"
+        )
+    lists = torch.as_tensor(lists[rows_of].astype(np.int64))
+    ordered = torch.sort(lists, dim=1).values
+    if ((ordered[:, 1:] == ordered[:, :-1]) & (ordered[:, 1:] >= 0)).any():
+        raise ValueError("a list holds an item twice: each list must rank distinct items")
+    rows: dict[str, list[torch.Tensor]] = {}
+    tops = []
+    width = lists.shape[1]
+    for start in range(0, len(evaluated), batch_size):
+        batch, block = evaluated[start : start + batch_size], lists[start : start + batch_size]
+        valid = block >= 0
+        keep = valid & ~torch.gather(_bool_rows(seen, batch, n_items), 1, block.clamp(min=0))
+        order = torch.sort((~keep).to(torch.int64), dim=1, stable=True).indices  # kept items first, in list order
+        ranked = torch.where(torch.gather(keep, 1, order), torch.gather(block, 1, order), -1)
+        relevant_rows = _bool_rows(relevant, batch, n_items)
+        hits = torch.gather(relevant_rows, 1, ranked.clamp(min=0)) & (ranked >= 0)
+        n_rel = relevant_rows.sum(1)
+        for k in ks:
+            rows.setdefault(f"Recall@{k}", []).append(metrics.recall_at_k(hits, n_rel, k))
+            rows.setdefault(f"HitRate@{k}", []).append(metrics.hit_rate_at_k(hits, k))
+            rows.setdefault(f"NDCG@{k}", []).append(metrics.ndcg_at_k(hits, n_rel, k))
+        rows.setdefault(f"MRR@{width}", []).append(metrics.reciprocal_rank(hits))
+        tops.append(ranked)
+    frame = pd.DataFrame({name: torch.cat(v).numpy() for name, v in rows.items()}, index=pd.Index(evaluated, name="user_idx"))
+    if per_user:
+        return frame
+    result = {name: float(col.mean()) for name, col in frame.items()}
+    top = torch.cat(tops)
+    for k in ks:
+        shown = top[:, :k]
+        result[f"Coverage@{k}"] = metrics.catalogue_coverage(shown[shown >= 0], n_items)
+    return result
+
+
 def top_k_overlap(model: Recommender, reference: Recommender, split: Split, k: int = 100, batch_size: int = 1024) -> float:
     """Mean over evaluated test users of the share of ``model``'s top ``k`` (training items excluded) that is
     also in ``reference``'s top ``k``: e.g. how much of a model's list is the popular baseline's list."""
@@ -99,6 +189,46 @@ def top_k_overlap(model: Recommender, reference: Recommender, split: Split, k: i
             total += float(shared.sum())
             n_users += len(batch)
     return total / n_users
+
+
+def interaction_hit_rate(model: Recommender, split: Split, k: int = 100, exclude_seen: bool = False,
+                         batch_size: int = 1024) -> pd.Series:
+    """Per test *interaction*: 1.0 if its item is in the user's top ``k`` of the full catalogue, else 0.0.
+
+    The protocol of TensorFlow Recommenders' retrieval tutorials (their ``FactorizedTopK`` metric): every
+    test row counts, whatever its rating, including items the user also has in training, and with
+    ``exclude_seen=False`` (theirs) training items are *not* removed from the ranking. Its mean is what they
+    report as top-k categorical accuracy. Returns a Series indexed by the test rows' user indices (for a
+    paired comparison, average it per user). Ties at the k-th score count against the model.
+    """
+    test = split.test.frame
+    if test.empty:
+        raise ValueError("the split has no test interactions")
+    n_items = split.catalog.n_items
+    if not 1 <= k <= n_items:
+        raise ValueError(f"k must be between 1 and the catalogue size {n_items}, got {k}")
+    seen = split.train.user_items() if exclude_seen else None
+    users = np.unique(test["user_idx"].to_numpy())
+    hit = np.zeros(len(test), dtype=np.float64)
+    row_users, row_items = test["user_idx"].to_numpy(), test["item_idx"].to_numpy()
+    order = np.argsort(row_users, kind="stable")
+    bounds = np.searchsorted(row_users[order], users)
+    ends = np.append(bounds[1:], len(order))
+    with torch.no_grad():
+        for start in range(0, len(users), batch_size):
+            batch = users[start : start + batch_size]
+            scores = model.score(torch.as_tensor(batch))
+            if seen is not None:
+                scores = scores.masked_fill(_bool_rows(seen, batch, n_items), float("-inf"))
+            kth = torch.topk(scores, k, dim=1).values[:, -1:]
+            above = (scores > kth).sum(1, keepdim=True)  # items strictly better than the k-th score
+            for j, u in enumerate(batch):
+                rows = order[bounds[start + j] : ends[start + j]]
+                item_scores = scores[j, torch.as_tensor(row_items[rows])]
+                # strictly above the k-th score: in the top k; equal to it: only if the tie fits in the k
+                ties_fit = (above[j] < k).item() and (scores[j] == kth[j]).sum().item() <= k - above[j].item()
+                hit[rows] = ((item_scores > kth[j]) | ((item_scores == kth[j]) & ties_fit)).numpy()
+    return pd.Series(hit, index=pd.Index(row_users, name="user_idx"), name=f"HitRate@{k} (per interaction)")
 
 
 def mean_by_group(per_user: pd.DataFrame, groups: dict[str, np.ndarray], metrics: Sequence[str] | None = None) -> pd.DataFrame:
@@ -141,11 +271,10 @@ def tune(
     return best, table
 
 
-def _scored_batches(model: Recommender, split: Split, batch_size: int = 1024, relevant_items: np.ndarray | None = None):
-    """Yield ``(users, key, relevant)`` per batch of evaluated users: the ranking key of
-    :func:`metrics.ranking_key` (training items excluded) and the bool matrix of each user's relevant test
-    items. The one place that decides who is evaluated, what is relevant and what is excluded.
-    """
+def _relevance(split: Split, relevant_items: np.ndarray | None = None) -> tuple[np.ndarray, list[np.ndarray], list[np.ndarray]]:
+    """``(users, relevant, seen)``: the evaluated users (ascending: those with a relevant item), and per user
+    index the relevant test items (test positives not rated in training, within ``relevant_items``) and the
+    training items (excluded from every ranking)."""
     n_items = split.catalog.n_items
     seen = split.train.user_items()
     relevant = split.test.user_items(positives_only=True)
@@ -157,6 +286,17 @@ def _scored_batches(model: Recommender, split: Split, batch_size: int = 1024, re
     users = np.array([u for u, r in enumerate(relevant) if len(r)], dtype=np.int64)
     if len(users) == 0:
         raise ValueError("no user has a relevant test item: nothing to evaluate (check the split and relevant_items)")
+    return users, relevant, seen
+
+
+def _scored_batches(model: Recommender, split: Split, batch_size: int = 1024, relevant_items: np.ndarray | None = None):
+    """Yield ``(users, key, relevant)`` per batch of evaluated users: the ranking key of
+    :func:`metrics.ranking_key` (training items excluded) and the bool matrix of each user's relevant test
+    items. With :func:`_relevance`, the one place that decides who is evaluated, what is relevant and what
+    is excluded.
+    """
+    n_items = split.catalog.n_items
+    users, relevant, seen = _relevance(split, relevant_items)
     with torch.no_grad():
         for start in range(0, len(users), batch_size):
             batch = users[start : start + batch_size]

@@ -31,18 +31,23 @@ def positive_examples(train: Interactions, rule: PositiveRule = "liked") -> pd.D
     * ``"liked"``: interactions the split counts as positive (rating at or above its threshold; every
       interaction when the data has no rating), weight 1; matches the test target.
     * ``"any"``: every interaction counts as a positive, weight 1 (a rating is a watch, whatever its value).
-    * ``"weighted"``: every rating, weighted by ``rating / 5`` so that a 5 counts five times a 1: the
-      reward-weighted loss of Yi et al. (RecSys 2019), who weigh examples by watch time.
+    * ``"weighted"``: every interaction, weighted by its ``weight`` column when the frame has one (watch
+      time, purchases: what :func:`tt_helpers.fit_two_tower` passes on), else by ``rating / 5`` so that a 5
+      counts five times a 1: the reward-weighted loss of Yi et al. (RecSys 2019), who weigh examples by
+      watch time.
     """
     if rule == "liked":
         frame, weight = train.positives(), None
     elif rule == "any":
         frame, weight = train.frame, None
     elif rule == "weighted":
-        if "rating" not in train.frame.columns:
-            raise ValueError("positives='weighted' needs a rating column; use 'liked' or 'any' for unrated data")
         frame = train.frame
-        weight = frame["rating"].to_numpy(dtype=np.float32) / 5.0
+        if "weight" in frame.columns:
+            weight = frame["weight"].to_numpy(dtype=np.float32)
+        elif "rating" in frame.columns:
+            weight = frame["rating"].to_numpy(dtype=np.float32) / 5.0
+        else:
+            raise ValueError("positives='weighted' needs a weight or rating column; use 'liked' or 'any' for unweighted data")
     else:
         raise ValueError(f"unknown positive rule {rule!r}; use one of {POSITIVE_RULES}")
     out = frame[["user_idx", "item_idx", "timestamp"]].reset_index(drop=True)

@@ -41,14 +41,22 @@ def fit_on_split(
     training: TrainConfig = TrainConfig(),
     users: pd.DataFrame | None = None,
     items: pd.DataFrame | None = None,
+    refit: bool = True,
     **kwargs,
 ) -> FitResult:
     """Early-stop on ``split.validation()`` (never on test), then refit on ``split.train`` for the best
-    number of epochs with the same seed."""
+    number of epochs with the same seed.
+
+    ``refit=False`` keeps the early-stopped run's best checkpoint instead (half the cost): its weights never
+    trained on the last part of each user's training interactions, which it only reads as history at
+    serving time (:meth:`TwoTowerRecommender.serve_history_from`). Chapter 4 measures what the refit buys."""
     validation = split.validation()
     probe = TwoTowerRecommender(tower, training, users, items, **kwargs).fit(validation.train, validation)
     best = probe.best_epoch
-    final = TwoTowerRecommender(tower, training, users, items, **kwargs).fit(split.train, epochs=best)
+    if refit:
+        final = TwoTowerRecommender(tower, training, users, items, **kwargs).fit(split.train, epochs=best)
+    else:
+        final = probe.serve_history_from(split.train)
     row = probe.history_.loc[best]
     return FitResult(final, best, probe.history_, {k: float(v) for k, v in row.items() if k.startswith("val_")})
 
@@ -93,6 +101,7 @@ class Runs:
         self.protocol = protocol
         self.records: list[dict] = []
         self.per_user: dict[str, list[pd.DataFrame]] = {}
+        self.models: dict[str, list[tuple[int | None, Recommender]]] = {}  # (seed, model), with keep_models
 
     @property
     def names(self) -> list[str]:
@@ -112,7 +121,25 @@ class Runs:
         """Evaluate fitted, deterministic baselines (one run each) on ``split``."""
         for name, model in models.items():
             self.add(name, *evaluate_detailed(model, split, ks, relevant_items))
+            self.models[name] = [(None, model)]
         return self
+
+    def reevaluate(self, split: Split, names: Sequence[str] | None = None, ks: Iterable[int] = DEFAULT_KS,
+                   relevant_items: np.ndarray | None = None, protocol: str | None = None) -> "Runs":
+        """A new :class:`Runs` with the kept models (``keep_models=True``) evaluated again on ``split``, e.g.
+        with relevance restricted to tail items; validation metrics and best epochs are carried over."""
+        names = list(names) if names is not None else list(self.models)
+        missing = [n for n in names if n not in self.models]
+        if missing:
+            raise KeyError(f"no kept models for {missing}: run run_variants(..., keep_models=True)")
+        out = Runs(protocol or split.protocol)
+        for name in names:
+            for seed, model in self.models[name]:
+                info = next(r for r in self.records if r["model"] == name and r["seed"] == seed)
+                carried = {k: v for k, v in info.items() if k == "best_epoch" or k.startswith("val_")}
+                out.add(name, *evaluate_detailed(model, split, ks, relevant_items), seed=seed, **carried)
+                out.models.setdefault(name, []).append((seed, model))
+        return out
 
     def frame(self) -> pd.DataFrame:
         """One row per recorded run (model, seed, best epoch, validation and test metrics)."""
@@ -180,10 +207,14 @@ def run_variants(
     ks: Iterable[int] = DEFAULT_KS,
     relevant_items: np.ndarray | None = None,
     runs: Runs | None = None,
+    refit: bool = True,
+    keep_models: bool = False,
     **recommender_kwargs,
 ) -> Runs:
     """Fit each variant once per seed with :func:`fit_on_split` (or :func:`fit_staged` when its training is
-    a pair of configs) and record its per-user test results."""
+    a pair of configs) and record its per-user test results. ``refit``: see :func:`fit_on_split`.
+    ``keep_models=True`` keeps each fitted recommender in ``runs.models[name]`` (one per seed), to evaluate
+    them again later (:meth:`Runs.reevaluate`) without refitting."""
     runs = runs if runs is not None else Runs(split.protocol)
     for name, (tower, training) in variants.items():
         for seed in seeds:
@@ -192,8 +223,11 @@ def run_variants(
                 fit = fit_staged(split, tower, first, second, users, items, **recommender_kwargs)
                 info = {"second_phase_epochs": fit.second_phase_epochs}
             else:
-                fit = fit_on_split(split, tower, replace(training, seed=seed), users, items, **recommender_kwargs)
+                fit = fit_on_split(split, tower, replace(training, seed=seed), users, items, refit=refit,
+                                   **recommender_kwargs)
                 info = {}
             summary, per_user = evaluate_detailed(fit.recommender, split, ks, relevant_items)
             runs.add(name, summary, per_user, seed=seed, best_epoch=fit.best_epoch, **info, **fit.validation)
+            if keep_models:
+                runs.models.setdefault(name, []).append((seed, fit.recommender))
     return runs

@@ -105,6 +105,17 @@ class TwoTowerRecommender:
         )
         self._item_cache = None
 
+    def serve_history_from(self, train: Interactions) -> "TwoTowerRecommender":
+        """Read users' histories from ``train`` at serving time, without retraining: for a model trained on a
+        part of ``train`` (the early-stopped run on ``split.validation().train``) that is asked to serve
+        users whose later interactions it never trained on. A no-op for towers without history."""
+        if self.model is None:
+            raise RuntimeError("serve_history_from needs a fitted model: call .fit first")
+        if self.model.history is not None:
+            self.model.history = History(train.frame, train.n_users, self.tower.history_length)
+        self._item_cache = None
+        return self
+
     @property
     def best_epoch(self) -> int:
         metric = f"val_{self.training.early_stopping_metric}"

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .frequency import StreamingFrequencyEstimator
+
 
 @dataclass(frozen=True)
 class Batch:
@@ -150,6 +152,52 @@ class MixedSampler(NegativeSampler):
 
     def log_q_of(self, item_idx, batch_size):
         return _log(batch_size * self.p[item_idx] + self.num_uniform / self.n_items)
+
+
+class StreamingInBatchSampler(NegativeSampler):
+    """In-batch negatives whose ``log_q`` comes from Yi et al.'s streaming frequency estimator (RecSys 2019,
+    Algorithm 1 with Algorithms 2-3; :class:`~tt_helpers.frequency.StreamingFrequencyEstimator`) instead of
+    the static counts of :class:`InBatchSampler`: no pass over the data, and it follows popularity that drifts.
+
+    Order: :meth:`sample` first records the batch's positives as one step of the stream, then computes the
+    batch's ``log_q``; the training loop calls :meth:`log_q_of` for the positives' correction after
+    :meth:`sample`, so positives and negatives use the same, updated, estimate. As in the paper's training
+    loop (Algorithm 1), the estimate is read after the batch is recorded, so the batch being corrected counts
+    towards its own items' frequencies: the gap that ends at this step is in the estimate, which read before
+    the update would lag one step behind the stream. ``log_q`` is the estimated expected count
+    ``B * p_j`` (:meth:`~tt_helpers.frequency.StreamingFrequencyEstimator.log_q`), the quantity whose static
+    value :class:`InBatchSampler` uses, so the two agree on a stationary stream.
+    """
+
+    def __init__(self, estimator: StreamingFrequencyEstimator):
+        self.estimator = estimator
+
+    def sample(self, batch, generator, model=None, users=None) -> Negatives:
+        self.estimator.update(batch.item_idx)  # this batch is step t of the stream
+        ids = batch.item_idx
+        return Negatives(ids, self.log_q_of(ids, len(ids)), n_from_batch=len(ids))
+
+    def log_q_of(self, item_idx, batch_size):
+        return self.estimator.log_q(item_idx, batch_size)
+
+
+class StreamingMixedSampler(StreamingInBatchSampler):
+    """:class:`MixedSampler` with the in-batch part's frequencies from the stream: in-batch negatives plus
+    ``num_uniform`` uniform items; expected count ``B * p_j + M / n_items``, with ``B * p_j`` estimated as in
+    :class:`StreamingInBatchSampler` (updated with each batch's positives before its ``log_q``)."""
+
+    def __init__(self, estimator: StreamingFrequencyEstimator, n_items: int, num_uniform: int = 256):
+        super().__init__(estimator)
+        self.n_items, self.num_uniform = n_items, num_uniform
+
+    def sample(self, batch, generator, model=None, users=None) -> Negatives:
+        self.estimator.update(batch.item_idx)
+        extra = torch.randint(self.n_items, (self.num_uniform,), generator=generator)
+        ids = torch.cat([batch.item_idx, extra])
+        return Negatives(ids, self.log_q_of(ids, len(batch.item_idx)), n_from_batch=len(batch.item_idx))
+
+    def log_q_of(self, item_idx, batch_size):
+        return _log(self.estimator.expected_count(item_idx, batch_size) + self.num_uniform / self.n_items)
 
 
 class FullCatalogueSampler(NegativeSampler):

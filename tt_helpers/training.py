@@ -19,6 +19,7 @@ from tqdm import tqdm
 
 from . import losses
 from .examples import POSITIVE_RULES, PositiveRule, SamplerFactory, TrainingData, positive_examples, training_data
+from .frequency import StreamingFrequencyEstimator
 from .sampling import (
     Batch,
     FullCatalogueSampler,
@@ -29,6 +30,8 @@ from .sampling import (
     Negatives,
     PopularitySampler,
     PositiveSet,
+    StreamingInBatchSampler,
+    StreamingMixedSampler,
     UniformSampler,
 )
 from .towers import TwoTowerModel
@@ -49,6 +52,10 @@ class TrainConfig:
     ``embedding_optimizer``: ``"adam"`` (dense Adam on the tables: fastest for tables of thousands of rows,
     as in the book) or ``"sparse_adam"`` (sparse gradients and ``SparseAdam``: a step touches only the rows of
     the batch, for catalogues of millions of items).
+    ``frequency``: where the in-batch proposal's ``q`` comes from (``negatives="in-batch"`` or ``"mixed"``):
+    ``"static"``, the items' shares of the training positives, or ``"streaming"``, Yi et al.'s estimator
+    (:class:`~tt_helpers.frequency.StreamingFrequencyEstimator`, ``frequency_alpha``, ``frequency_buckets``,
+    ``frequency_hashes``) updated with each batch in the loop.
     """
 
     loss: Literal["softmax", "bce"] = "softmax"
@@ -62,6 +69,12 @@ class TrainConfig:
     learning_rate: float = 0.01  # embedding tables
     dense_learning_rate: float = 0.001  # the MLPs
     embedding_optimizer: Literal["adam", "sparse_adam"] = "adam"
+    frequency: Literal["static", "streaming"] = "static"  # the in-batch q: training counts, or Yi et al.'s stream
+    frequency_alpha: float = 0.01  # streaming: learning rate of the estimate of the steps between occurrences
+    frequency_buckets: int | None = None  # streaming: buckets per hash array; None: n_items (unhashed if 1 array)
+    frequency_hashes: int = 1  # streaming: hash arrays (the estimate is the most conservative one)
+    lr_decay: float = 1.0  # learning rates are multiplied by this after every epoch (1: constant)
+    warmup_steps: int = 0  # linear warm-up of the learning rates over the first steps (0: none)
     max_epochs: int = 30
     patience: int = 2  # epochs without improvement of the validation metric before stopping
     early_stopping_metric: str = "Recall@100"
@@ -86,11 +99,29 @@ class TrainConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 problems.append(f"{name} must be a positive integer, got {getattr(self, name)!r}")
+        if not 0 < self.lr_decay <= 1:
+            problems.append(f"lr_decay must be in (0, 1] (1 keeps the rates constant), got {self.lr_decay!r}")
+        if isinstance(self.warmup_steps, bool) or not isinstance(self.warmup_steps, int) or self.warmup_steps < 0:
+            problems.append(f"warmup_steps must be a non-negative integer, got {self.warmup_steps!r}")
         for name in ("learning_rate", "dense_learning_rate"):
             if not getattr(self, name) > 0:
                 problems.append(f"{name} must be positive, got {getattr(self, name)!r}")
         if not _METRIC.match(str(self.early_stopping_metric)):
             problems.append(f"early_stopping_metric must look like 'Recall@100', 'NDCG@10' or 'MRR', got {self.early_stopping_metric!r}")
+        if self.frequency not in ("static", "streaming"):
+            problems.append(f"frequency must be 'static' or 'streaming', got {self.frequency!r}")
+        elif self.frequency == "streaming" and self.negatives not in ("in-batch", "mixed"):
+            problems.append(
+                f"frequency='streaming' estimates the in-batch proposal, so it needs negatives='in-batch' or 'mixed', got {self.negatives!r}"
+            )
+        if isinstance(self.frequency_alpha, bool) or not isinstance(self.frequency_alpha, (int, float)) or not 0 < self.frequency_alpha <= 1:
+            problems.append(f"frequency_alpha must be in (0, 1], got {self.frequency_alpha!r}")
+        if self.frequency_buckets is not None and (
+            isinstance(self.frequency_buckets, bool) or not isinstance(self.frequency_buckets, int) or self.frequency_buckets < 1
+        ):
+            problems.append(f"frequency_buckets must be a positive integer or None (one bucket per item), got {self.frequency_buckets!r}")
+        if isinstance(self.frequency_hashes, bool) or not isinstance(self.frequency_hashes, int) or self.frequency_hashes < 1:
+            problems.append(f"frequency_hashes must be a positive integer, got {self.frequency_hashes!r}")
         if problems:
             raise ValueError("invalid TrainConfig: " + "; ".join(problems))
 
@@ -115,6 +146,13 @@ def make_sampler(config: TrainConfig, data: TrainingData) -> NegativeSampler | N
     name = config.negatives
     if name == "none":
         return None
+    if name in ("in-batch", "mixed") and config.frequency == "streaming":
+        estimator = StreamingFrequencyEstimator.for_catalogue(
+            data.n_items, config.batch_size, config.frequency_alpha, config.frequency_buckets, config.frequency_hashes, config.seed
+        )
+        if name == "in-batch":
+            return StreamingInBatchSampler(estimator)
+        return StreamingMixedSampler(estimator, data.n_items, config.num_negatives)
     if name == "in-batch":
         return InBatchSampler(data.item_probabilities)
     if name == "uniform":
@@ -220,6 +258,24 @@ def make_optimizers(model: TwoTowerModel, config: TrainConfig) -> list[torch.opt
     return [torch.optim.Adam(groups)]
 
 
+def learning_rate_factor(config: TrainConfig, step: int, epoch: int) -> float:
+    """The schedule, as a factor of each group's base rate: a linear warm-up over the first
+    ``warmup_steps`` steps (``step`` counts from 0), times ``lr_decay ** (epoch - 1)``.
+
+    The schedule depends on the step and epoch only, never on validation, so the refit on the whole
+    training split replays exactly the schedule the early-stopped run chose its epoch count with."""
+    warmup = min(1.0, (step + 1) / config.warmup_steps) if config.warmup_steps else 1.0
+    return warmup * config.lr_decay ** (epoch - 1)
+
+
+def set_learning_rates(optimizers: list[torch.optim.Optimizer], factor: float) -> None:
+    """Scale every parameter group's rate to ``factor`` times its base rate (kept in ``initial_lr``)."""
+    for opt in optimizers:
+        for group in opt.param_groups:
+            group.setdefault("initial_lr", group["lr"])
+            group["lr"] = group["initial_lr"] * factor
+
+
 def train_epochs(
     model: TwoTowerModel,
     data: TrainingData,
@@ -250,6 +306,8 @@ def train_epochs(
         best, best_state = row[f"val_{config.early_stopping_metric}"], copy.deepcopy(model.state_dict())
         rows.append(row)
     n_batches = -(-len(data.examples) // config.batch_size)
+    scheduled = config.warmup_steps > 0 or config.lr_decay != 1.0
+    step = 0
     for epoch in range(1, epochs + 1):
         if sampler is not None:
             sampler.start_epoch(epoch)
@@ -257,14 +315,18 @@ def train_epochs(
         total = 0.0
         steps = batches(data, config.batch_size, generator, model.history is not None)
         for batch in tqdm(steps, total=n_batches, desc=f"epoch {epoch}", disable=not config.progress, leave=False):
+            if scheduled:
+                set_learning_rates(optimizers, learning_rate_factor(config, step, epoch))
             loss = batch_loss(model, batch, sampler, config, data, generator)
             for opt in optimizers:
                 opt.zero_grad(set_to_none=True)
             loss.backward()
             for opt in optimizers:
                 opt.step()
+            step += 1
             total += loss.item() * len(batch.user_idx)
-        row = {"epoch": epoch, "train_loss": total / len(data.examples)}
+        row = {"epoch": epoch, "train_loss": total / len(data.examples),
+               "learning_rate": config.learning_rate * learning_rate_factor(config, step - 1, epoch)}
         if evaluate_epoch is not None:
             model.eval()
             row.update(evaluate_epoch())

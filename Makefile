@@ -2,6 +2,8 @@
 #   make book   set up .venv if needed, clean build with warnings as errors, print where index.html is
 #   make test   set up .venv if needed, unit tests, then nbval (strict) on every notebook
 #   make venv   create/update .venv (re-installs only when requirements.txt or pyproject.toml change)
+#   make lint   ruff (package, tests, notebooks), codespell, notebook hygiene (tools/check_notebooks.py)
+#   make check-site  after `make book`: the built site in headless Chromium (tests/site, screenshots)
 #   make clean  remove build outputs (keeps .venv; `make distclean` removes it too)
 
 SHELL := /bin/bash
@@ -12,6 +14,8 @@ ROOT  := $(patsubst %/,%,$(dir $(abspath $(lastword $(MAKEFILE_LIST)))))
 VENV  := $(ROOT)/.venv
 BIN   := $(VENV)/bin
 STAMP := $(VENV)/.tt-installed
+DEV_STAMP := $(VENV)/.tt-dev-installed
+PIP_LOG := $(VENV)/pip-install.log
 
 # First interpreter that actually runs: python3.11, else python3 (pyproject.toml requires >= 3.11).
 PYTHON_BOOTSTRAP ?= $(shell for p in python3.11 python3; do \
@@ -31,24 +35,59 @@ endif
 # are not displayed (their `<Figure size ...>` outputs go missing) and plt.show() warns on stderr.
 NBVAL_ENV := PYTHONHASHSEED=0 MPLBACKEND=module://matplotlib_inline.backend_inline
 NBVAL_ARGS := --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg -p no:cacheprovider
+# What `make test-notebooks` re-executes: every notebook, or e.g. NOTEBOOKS=notebooks/01_retrieval_vs_ranking.ipynb
+NOTEBOOKS ?= notebooks
 
-.PHONY: help venv book test test-unit test-notebooks clean distclean
+.PHONY: help venv venv-dev book test test-unit test-notebooks lint check-site clean distclean
 
 help:
 	@echo "make book   - set up .venv and build the book (clean, warnings are errors)"
 	@echo "make test   - set up .venv, run unit tests and nbval on every notebook"
+	@echo "make lint   - ruff, codespell and the notebook hygiene check (installs requirements-dev.txt)"
+	@echo "make check-site - after make book: check the built site in headless Chromium, save screenshots"
 	@echo "make clean  - remove build outputs;  make distclean - also remove .venv"
 
-venv: $(STAMP)
-
-$(STAMP): $(ROOT)/requirements.txt $(ROOT)/pyproject.toml
+define create_venv
 	@if [ ! -x "$(BIN)/python" ]; then \
 		if [ -z "$(PYTHON_BOOTSTRAP)" ]; then echo "error: no python3.11 or python3 found" >&2; exit 1; fi; \
 		echo "Creating $(VENV) with $(PYTHON_BOOTSTRAP) ($$($(PYTHON_BOOTSTRAP) --version 2>&1))"; \
 		$(PYTHON_BOOTSTRAP) -m venv "$(VENV)"; \
 	fi
-	cd "$(ROOT)" && "$(BIN)/python" -m pip install -r requirements.txt -e .
+endef
+
+# Annoy (requirements.txt) is built from source: without a C++ compiler pip fails deep in a build log.
+# When that is what happened, say so and name the fix. pip's whole output is kept in $(PIP_LOG).
+define explain_pip_failure
+	if grep -Eiq 'failed (building wheel for|to build) annoy|failed to build installable wheels.*annoy|wheel for annoy.*(did not run successfully|error)' "$(PIP_LOG)"; then \
+		echo "" >&2; \
+		echo "error: installing the requirements failed while building Annoy. pip compiles it from source (the" >&2; \
+		echo "  pinned release has no wheels), which needs a C++ compiler. Install one, then run make again:" >&2; \
+		echo "    Debian/Ubuntu:  sudo apt-get install build-essential python3-dev" >&2; \
+		echo "    Fedora/RHEL:    sudo dnf install gcc-c++ python3-devel" >&2; \
+		echo "    macOS:          xcode-select --install   (the Xcode command line tools)" >&2; \
+		echo "    Windows:        the Microsoft C++ Build Tools (or WSL)" >&2; \
+		echo "    conda:          conda install -c conda-forge cxx-compiler" >&2; \
+		echo "  pip's full output: $(PIP_LOG)" >&2; \
+	else \
+		echo "error: pip install failed; its full output is in $(PIP_LOG)" >&2; \
+	fi
+endef
+
+venv: $(STAMP)
+
+$(STAMP): $(ROOT)/requirements.txt $(ROOT)/pyproject.toml
+	$(create_venv)
+	cd "$(ROOT)" && { "$(BIN)/python" -m pip install -r requirements.txt -e . 2>&1 | tee "$(PIP_LOG)"; } \
+		|| { $(explain_pip_failure); exit 1; }
 	@touch "$(STAMP)"
+
+# Lint and browser-check tools (requirements-dev.txt); `make test` and `make book` do not need them.
+venv-dev: $(DEV_STAMP)
+
+$(DEV_STAMP): $(ROOT)/requirements-dev.txt
+	$(create_venv)
+	cd "$(ROOT)" && "$(BIN)/python" -m pip install -r requirements-dev.txt
+	@touch "$(DEV_STAMP)"
 
 book: venv
 	@echo "TT_HELPERS_DATA=$${TT_HELPERS_DATA:-<unset: download to the user cache>}"
@@ -65,7 +104,7 @@ define run_unit_tests
 endef
 
 define run_notebook_tests
-	cd "$(ROOT)" && $(NBVAL_ENV) "$(BIN)/python" -m pytest $(NBVAL_ARGS) notebooks
+	cd "$(ROOT)" && $(NBVAL_ENV) "$(BIN)/python" -m pytest $(NBVAL_ARGS) $(NOTEBOOKS)
 endef
 
 # Unit tests first, then every notebook; in this order even under `make -j`.
@@ -78,6 +117,20 @@ test-unit: venv
 
 test-notebooks: venv
 	$(run_notebook_tests)
+
+# Every check runs even when an earlier one fails; the target fails if any did.
+lint: venv-dev
+	@cd "$(ROOT)" && rc=0; \
+	echo "== ruff check"; "$(BIN)/ruff" check --output-format concise . || rc=1; \
+	echo "== codespell"; "$(BIN)/codespell" || rc=1; \
+	echo "== notebook hygiene"; "$(BIN)/python" tools/check_notebooks.py || rc=1; \
+	exit $$rc
+
+# Needs the built book (`make book`) and a Chromium or Chrome (Debian: apt-get install chromium; another
+# browser binary: TT_BROWSER=/path/to/chrome). Screenshots go to _build/screenshots/.
+check-site: venv-dev
+	@test -f "$(ROOT)/_build/html/index.html" || { echo "error: no _build/html/index.html: run make book first" >&2; exit 1; }
+	cd "$(ROOT)" && "$(BIN)/python" -m pytest tests/site -p no:cacheprovider
 
 clean:
 	cd "$(ROOT)" && rm -rf _build .pytest_cache *.egg-info

@@ -58,7 +58,8 @@ features = replace(ids, user_features=tuple(s.name for s in MOVIELENS_USER_FEATU
 history = replace(features, use_history=True)
 configs = {"IDs only": ids, "IDs + features": features, "IDs + features + history": history,
            "full model (+ hidden 128)": replace(history, hidden_layers=(128,))}
-TwoTowerRecommender(ids, TrainConfig(max_epochs=1, progress=False), ml.users, ml.items).fit(validation.train, epochs=1)  # warm-up
+# warm-up
+TwoTowerRecommender(ids, TrainConfig(max_epochs=1, progress=False), ml.users, ml.items).fit(validation.train, epochs=1)
 out = {}
 for name, tower in configs.items():
     best = float("inf")
@@ -89,7 +90,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder:
-        archive = subprocess.run(["git", "archive", args.before, "tt_helpers"], cwd=ROOT, capture_output=True, check=True)
+        archive = subprocess.run(
+            ["git", "archive", args.before, "tt_helpers"], cwd=ROOT, capture_output=True, check=True
+        )
         subprocess.run(["tar", "-x", "-C", folder], input=archive.stdout, check=True)
         before = run(pathlib.Path(folder), args.epochs, args.repeats)
     after = run(ROOT, args.epochs, args.repeats)

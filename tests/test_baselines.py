@@ -134,7 +134,9 @@ def test_random_is_deterministic_per_seed_and_user(train):
     assert bool(((s >= 0) & (s < 1)).all())
 
 
-@pytest.mark.parametrize("model", [RandomRecommender(), PopularRecommender(), EASE()], ids=["random", "popular", "ease"])
+@pytest.mark.parametrize(
+    "model", [RandomRecommender(), PopularRecommender(), EASE()], ids=["random", "popular", "ease"]
+)
 def test_score_before_fit_raises(model):
     with pytest.raises(NotFittedError, match=r"not fitted: call \.fit"):
         model.score(torch.tensor([0]))

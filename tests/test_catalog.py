@@ -135,7 +135,9 @@ def test_string_ids_on_a_larger_random_catalogue():
 
 
 def test_int_ids_are_sorted_numerically_whatever_their_numpy_type():
-    ratings = pd.DataFrame({"user_id": np.array([10, 2, 33], dtype=np.int32), "item_id": np.array([7, 100, 9], dtype=np.uint16)})
+    ratings = pd.DataFrame(
+        {"user_id": np.array([10, 2, 33], dtype=np.int32), "item_id": np.array([7, 100, 9], dtype=np.uint16)}
+    )
     users = pd.DataFrame({"user_id": np.array([1, 2], dtype=np.int64)})
     cat = Catalog.from_frames(ratings, users=users)
     assert cat.user_ids.dtype == np.int64 and cat.item_ids.dtype == np.int64

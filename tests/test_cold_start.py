@@ -6,8 +6,8 @@ import pytest
 
 from tt_helpers import splits
 from tt_helpers.catalog import Catalog
-from tt_helpers.evaluation import evaluate
 from tt_helpers.datasets.movielens import MOVIELENS_ITEM_FEATURES
+from tt_helpers.evaluation import evaluate
 from tt_helpers.features import align_to_catalog, encode_table
 
 KEY = ["user_id", "item_id", "timestamp"]
@@ -67,7 +67,10 @@ def test_seeded_and_fraction(split):
     assert len(everything) == n_candidates
 
 
-@pytest.mark.parametrize("kwargs", [{}, {"n_items": 3, "fraction": 0.1}, {"n_items": 0}, {"n_items": 10_000}, {"fraction": 0.0}, {"fraction": 1.5}])
+@pytest.mark.parametrize(
+    "kwargs",
+    [{}, {"n_items": 3, "fraction": 0.1}, {"n_items": 0}, {"n_items": 10_000}, {"fraction": 0.0}, {"fraction": 1.5}],
+)
 def test_bad_arguments(split, kwargs):
     with pytest.raises(ValueError):
         splits.make_items_cold(split, **kwargs)

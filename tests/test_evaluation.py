@@ -135,12 +135,16 @@ def test_threshold_decides_relevance():
 
 
 def test_relevant_items_restricts_relevance_but_ranks_the_full_catalogue():
-    frame = evaluation.evaluate(FixedModel(SCORES), tiny_split(), ks=(1, 2), relevant_items=np.array([8]), per_user=True)
+    frame = evaluation.evaluate(
+        FixedModel(SCORES), tiny_split(), ks=(1, 2), relevant_items=np.array([8]), per_user=True
+    )
     assert frame.index.tolist() == [2]
     # item 9 (not in the subset) still occupies rank 1
     assert frame.loc[2, "Recall@1"] == 0.0
     assert frame.loc[2, "MRR"] == 0.5
-    frame = evaluation.evaluate(FixedModel(SCORES), tiny_split(), ks=(1,), relevant_items=np.array([4, 9]), per_user=True)
+    frame = evaluation.evaluate(
+        FixedModel(SCORES), tiny_split(), ks=(1,), relevant_items=np.array([4, 9]), per_user=True
+    )
     assert frame.index.tolist() == [0]  # item 9 is rated 3 stars: in the subset but not a positive
     with pytest.raises(ValueError, match="no user has a relevant test item"):
         evaluation.evaluate(FixedModel(SCORES), tiny_split(), relevant_items=np.array([10]))
@@ -174,7 +178,9 @@ def test_wrong_score_shape_raises(bad):
 
 def test_results_table():
     table = evaluation.results_table(
-        {"a": {"Recall@10": 0.123456, "MRR": 0.5}, "b": {"Recall@10": 0.2, "MRR": 0.25}}, columns=["MRR", "Recall@10"], digits=3
+        {"a": {"Recall@10": 0.123456, "MRR": 0.5}, "b": {"Recall@10": 0.2, "MRR": 0.25}},
+        columns=["MRR", "Recall@10"],
+        digits=3,
     )
     assert table.index.tolist() == ["a", "b"]
     assert table.columns.tolist() == ["MRR", "Recall@10"]

@@ -36,7 +36,14 @@ def runs():
     for m, (name, (level, validation, epochs)) in enumerate(MODELS.items()):
         for seed in range(3):
             frame = per_user(100 * m + seed, level)
-            runs.add(name, summary_of(frame), frame, seed=seed, best_epoch=epochs[seed], **{"val_Recall@100": validation[seed]})
+            runs.add(
+                name,
+                summary_of(frame),
+                frame,
+                seed=seed,
+                best_epoch=epochs[seed],
+                **{"val_Recall@100": validation[seed]},
+            )
     baseline = per_user(999, 0.35)
     runs.add("popular", summary_of(baseline), baseline)  # one deterministic run, no seed
     return runs
@@ -55,7 +62,9 @@ def test_table_means_are_the_means_over_seeds(runs):
         assert table.loc[name, "validation Recall@100"] == pytest.approx(np.mean(MODELS[name][1]), abs=1e-6)
         assert table.loc[name, "best epochs"] == ", ".join(str(e) for e in MODELS[name][2])
     assert table.loc["popular", "seeds"] == 1
-    assert table.loc["popular", "Recall@100"] == pytest.approx(runs.per_user["popular"][0]["Recall@100"].mean(), abs=1e-6)
+    assert table.loc["popular", "Recall@100"] == pytest.approx(
+        runs.per_user["popular"][0]["Recall@100"].mean(), abs=1e-6
+    )
     assert table.loc["popular", "best epochs"] == "-"
     assert list(runs.table(["Recall@100"], names=["overfit", "small"]).index) == ["overfit", "small"]
     with pytest.raises(KeyError, match="medium"):
@@ -77,7 +86,9 @@ def test_compare_is_comparison_compare_on_the_stored_frames(runs, metric):
     assert ours.n_seeds_a == 3 and ours.n_users == N_USERS
     assert ours.a_beats_b  # a 0.1 gap over 40 users, seeds averaged
     against_baseline = runs.compare("small", "popular", metric, seed=3)
-    assert against_baseline == comparison.compare(runs.per_user["small"], runs.per_user["popular"], metric, names=("small", "popular"), seed=3)
+    assert against_baseline == comparison.compare(
+        runs.per_user["small"], runs.per_user["popular"], metric, names=("small", "popular"), seed=3
+    )
     table = runs.comparisons([("large", "small"), ("small", "popular")], metric)
     assert list(table.index) == ["large vs small", "small vs popular"]
     assert table.loc["large vs small", "difference"] == pytest.approx(round(direct.difference, 4))

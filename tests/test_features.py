@@ -198,7 +198,13 @@ def test_encode_table_other_kinds():
     assert table.columns["year"].ids.tolist() == [2, 2, 0, 3, 1]
     assert table.columns["year"].cardinality == 4
     zips = table.columns["zip"].ids.tolist()
-    assert zips == [stable_hash("90210", 20), 0, stable_hash("10001", 20), stable_hash("90210", 20), stable_hash("x", 20)]
+    assert zips == [
+        stable_hash("90210", 20),
+        0,
+        stable_hash("10001", 20),
+        stable_hash("90210", 20),
+        stable_hash("x", 20),
+    ]
     assert table.columns["zip"].cardinality == 21
 
 
@@ -208,7 +214,9 @@ def test_encode_table_errors_and_select():
         encode_table(frame, [FeatureSpec("x", "nope", "categorical")], np.ones(5, bool))
     with pytest.raises(ValueError, match="unknown feature kind"):
         encode_table(frame, [FeatureSpec("x", "kind", "wrong")], np.ones(5, bool))
-    table = encode_table(frame, [FeatureSpec("kind", "kind", "categorical"), FeatureSpec("item_id", "item_id", "id")], np.ones(5, bool))
+    table = encode_table(
+        frame, [FeatureSpec("kind", "kind", "categorical"), FeatureSpec("item_id", "item_id", "id")], np.ones(5, bool)
+    )
     sub = table.select(["item_id"])
     assert list(sub.columns) == ["item_id"] and [s.name for s in sub.specs] == ["item_id"]
     with pytest.raises(KeyError, match="genres"):
@@ -224,7 +232,11 @@ def test_align_to_catalog_orders_rows_and_fills_missing():
     # the missing row encodes to OOV / empty bags
     table = encode_table(
         aligned,
-        [FeatureSpec("title", "title", "categorical"), FeatureSpec("genres", "genres", "bag"), FeatureSpec("t", "title", "tokens")],
+        [
+            FeatureSpec("title", "title", "categorical"),
+            FeatureSpec("genres", "genres", "bag"),
+            FeatureSpec("t", "title", "tokens"),
+        ],
         np.ones(3, bool),
     )
     assert table.columns["title"].ids.tolist() == [2, 0, 1]

@@ -139,7 +139,8 @@ def test_expected_count_inverts_the_per_step_probability_and_saturates():
     assert est.probability(torch.tensor([0, 1])).tolist() == pytest.approx([0.5, 1.0])
     per_draw = 1 - 0.5 ** (1 / 4)  # (1 - p) ** 4 = 1 - pi
     assert est.expected_count(torch.tensor([0]), 4).item() == pytest.approx(4 * per_draw, rel=1e-6)
-    assert est.expected_count(torch.tensor([0]), 8).item() == pytest.approx(8 * per_draw, rel=1e-6)  # same p, twice the draws
+    # same p, twice the draws
+    assert est.expected_count(torch.tensor([0]), 8).item() == pytest.approx(8 * per_draw, rel=1e-6)
     assert est.log_q(torch.tensor([0]), 8).item() == pytest.approx(math.log(8 * per_draw), rel=1e-6)
     # an id seen at every step: the stream cannot tell how often per step, so the count is capped, not 4
     cap = 4 * (1 - (0.01 / 2) ** (1 / 4))
@@ -329,9 +330,17 @@ def stationary_data(n_examples=3000, n_items=30, seed=0) -> TrainingData:
     p = zipf(n_items).numpy()
     items = rng.choice(n_items, size=n_examples, p=p)
     users = rng.integers(0, 100, size=n_examples)
-    examples = pd.DataFrame({"user_idx": users, "item_idx": items, "timestamp": np.arange(n_examples), "weight": np.float32(1)})
+    examples = pd.DataFrame(
+        {"user_idx": users, "item_idx": items, "timestamp": np.arange(n_examples), "weight": np.float32(1)}
+    )
     counts = np.bincount(items, minlength=n_items)
-    return TrainingData(examples, n_items, torch.tensor(counts / counts.sum(), dtype=torch.float32), PositiveSet(users, items, n_items, 100), None)
+    return TrainingData(
+        examples,
+        n_items,
+        torch.tensor(counts / counts.sum(), dtype=torch.float32),
+        PositiveSet(users, items, n_items, 100),
+        None,
+    )
 
 
 def test_streaming_sampler_updates_before_its_log_q():
@@ -400,11 +409,16 @@ def test_a_tiny_model_trains_with_streaming_frequencies(negatives):
     split = synthetic_split()
     histories = {}
     for frequency in ("static", "streaming"):
-        config = TrainConfig(negatives=negatives, num_negatives=8, frequency=frequency, batch_size=16, learning_rate=0.05, progress=False)
+        config = TrainConfig(
+            negatives=negatives, num_negatives=8, frequency=frequency, batch_size=16, learning_rate=0.05, progress=False
+        )
         rec = TwoTowerRecommender(TowerConfig(embedding_dim=8), config)
         model, data = rec.build(split.train)
         if frequency == "streaming":
-            assert isinstance(make_sampler(config, data), StreamingInBatchSampler if negatives == "in-batch" else StreamingMixedSampler)
+            assert isinstance(
+                make_sampler(config, data),
+                StreamingInBatchSampler if negatives == "in-batch" else StreamingMixedSampler,
+            )
         history, _ = train_epochs(model, data, config, epochs=6)
         histories[frequency] = history["train_loss"]
     loss = histories["streaming"]
@@ -432,7 +446,9 @@ def test_train_config_checks_the_frequency_fields(kwargs, match):
 
 def test_make_sampler_builds_the_configured_estimator():
     data = stationary_data(n_examples=200)
-    hashed = make_sampler(TrainConfig(frequency="streaming", frequency_buckets=16, frequency_hashes=3, frequency_alpha=0.2), data)
+    hashed = make_sampler(
+        TrainConfig(frequency="streaming", frequency_buckets=16, frequency_hashes=3, frequency_alpha=0.2), data
+    )
     assert (hashed.estimator.n_buckets, hashed.estimator.n_hashes, hashed.estimator.alpha) == (16, 3, 0.2)
     assert hashed.estimator.hashing == "universal"
     per_item = make_sampler(TrainConfig(frequency="streaming", frequency_hashes=2), data)  # None: n_items buckets each

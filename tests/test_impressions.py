@@ -22,7 +22,6 @@ from tt_helpers.splits import Interactions
 from tt_helpers.towers import TowerConfig
 from tt_helpers.training import TrainConfig, batch_loss, training_data
 
-
 pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
 
@@ -32,7 +31,11 @@ def interactions(rows, n_users=None, n_items=None) -> Interactions:
     n_users = n_users or int(frame["user_id"].max()) + 1
     n_items = n_items or int(frame["item_id"].max()) + 1
     catalog = Catalog(np.arange(n_users), np.arange(n_items))
-    frame = catalog.add_indices(frame).sort_values(["user_idx", "timestamp", "item_idx"], kind="stable").reset_index(drop=True)
+    frame = (
+        catalog.add_indices(frame)
+        .sort_values(["user_idx", "timestamp", "item_idx"], kind="stable")
+        .reset_index(drop=True)
+    )
     return Interactions(frame, catalog)
 
 
@@ -67,7 +70,9 @@ def rating_time(train):
 @pytest.mark.parametrize("temperature", [0.0, 1.0])
 def test_impressions_are_labelled_exactly_by_the_window(train, temperature):
     window = 60
-    log = impressions.simulate_impressions(train, slate_size=6, window_seconds=window, temperature=temperature, seed=3, keep_engaged=True)
+    log = impressions.simulate_impressions(
+        train, slate_size=6, window_seconds=window, temperature=temperature, seed=3, keep_engaged=True
+    )
     rated = rating_time(train)
     assert len(log) > 0 and log["engaged"].any() and (~log["engaged"]).any()
     for u, i, t, engaged in zip(log["user_idx"], log["item_idx"], log["timestamp"], log["engaged"]):
@@ -79,7 +84,9 @@ def test_impressions_are_labelled_exactly_by_the_window(train, temperature):
         assert slate["item_idx"].is_unique
         assert sorted(slate["position"]) == list(range(len(slate)))
     # the default output is exactly the impressions without engagement
-    negatives = impressions.simulate_impressions(train, slate_size=6, window_seconds=window, temperature=temperature, seed=3)
+    negatives = impressions.simulate_impressions(
+        train, slate_size=6, window_seconds=window, temperature=temperature, seed=3
+    )
     expected = log.loc[~log["engaged"], impressions.IMPRESSION_COLUMNS].reset_index(drop=True)
     pd.testing.assert_frame_equal(negatives, expected)
     for u, i, t in zip(negatives["user_idx"], negatives["item_idx"], negatives["timestamp"]):
@@ -111,13 +118,17 @@ def test_popularity_policy_uses_only_the_past():
     assert at_100["item_idx"].tolist() == [1]  # with future popularity, item 0 would have been shown
     # the same visit served by a policy that knows the whole log shows item 0: the test above would catch a leak
     totals = np.log(np.bincount(train.frame["item_idx"], minlength=6).astype(float) + 1e-9)
-    leaky = impressions.simulate_impressions(train, policy=lambda users, times: np.tile(totals, (len(users), 1)), slate_size=1, temperature=0.0)
+    leaky = impressions.simulate_impressions(
+        train, policy=lambda users, times: np.tile(totals, (len(users), 1)), slate_size=1, temperature=0.0
+    )
     assert leaky.loc[(leaky["user_idx"] == 2) & (leaky["timestamp"] == 100), "item_idx"].tolist() == [0]
 
 
 def test_past_popularity_counts_ratings_strictly_before(train):
     policy = impressions.PastPopularity(train)
-    times = np.array([train.frame["timestamp"].min(), int(train.frame["timestamp"].median()), train.frame["timestamp"].max() + 1])
+    times = np.array(
+        [train.frame["timestamp"].min(), int(train.frame["timestamp"].median()), train.frame["timestamp"].max() + 1]
+    )
     counts = policy.counts(times)
     frame = train.frame
     for row, t in enumerate(times):
@@ -128,7 +139,15 @@ def test_past_popularity_counts_ratings_strictly_before(train):
 
 
 def test_temperature_zero_shows_the_top_unrated_items():
-    rows = [(0, 0, 5.0, 1), (1, 0, 5.0, 2), (2, 0, 5.0, 3), (1, 1, 5.0, 4), (2, 1, 5.0, 5), (2, 2, 5.0, 6), (0, 3, 5.0, 50)]
+    rows = [
+        (0, 0, 5.0, 1),
+        (1, 0, 5.0, 2),
+        (2, 0, 5.0, 3),
+        (1, 1, 5.0, 4),
+        (2, 1, 5.0, 5),
+        (2, 2, 5.0, 6),
+        (0, 3, 5.0, 50),
+    ]
     train = interactions(rows, n_users=3, n_items=4)
     log = impressions.simulate_impressions(train, slate_size=2, temperature=0.0, keep_engaged=True)
     # user 0 at t=50 has rated item 0: the top unrated by past counts are item 1 (2 ratings), item 2 (1)
@@ -144,7 +163,8 @@ def test_simulation_is_seeded(train):
     assert not a.equals(c)
     # chunking does not change the draws' validity, and temperature 0 does not depend on the seed
     pd.testing.assert_frame_equal(
-        impressions.simulate_impressions(train, temperature=0.0, seed=1), impressions.simulate_impressions(train, temperature=0.0, seed=2)
+        impressions.simulate_impressions(train, temperature=0.0, seed=1),
+        impressions.simulate_impressions(train, temperature=0.0, seed=2),
     )
 
 
@@ -180,14 +200,17 @@ def batch(users):
 
 def test_impression_sampler_draws_only_from_the_users_pool():
     positives = PositiveSet(np.array([3]), np.array([2]), n_items=20, n_users=5)
-    sampler = impressions.ImpressionNegativeSampler(pool_frame(), n_items=20, n_users=5, num_negatives=50, positives=positives)
+    sampler = impressions.ImpressionNegativeSampler(
+        pool_frame(), n_items=20, n_users=5, num_negatives=50, positives=positives
+    )
     assert sampler.pool_of(0).tolist() == [3, 4, 5] and sampler.pool_of(1).tolist() == [7]
     assert sampler.pool_of(3).tolist() == []  # its only impression negative is a training positive
     assert sampler.fallback_users == 3  # users 2, 3, 4
     neg = sampler.sample(batch([0, 1, 0, 2, 3, 4]), torch.Generator().manual_seed(0))
     assert neg.ids.shape == (6, 50) and neg.log_q.shape == (6, 50)
     assert (neg.log_q == 0).all() and (sampler.log_q_of(torch.arange(4), 4) == 0).all()
-    assert set(neg.ids[0].tolist()) == {3, 4, 5} and set(neg.ids[2].tolist()) == {3, 4, 5}  # uniform over distinct items
+    # uniform over distinct items
+    assert set(neg.ids[0].tolist()) == {3, 4, 5} and set(neg.ids[2].tolist()) == {3, 4, 5}
     assert set(neg.ids[1].tolist()) == {7}
     for row in (3, 4, 5):  # fallback: uniform over the whole catalogue
         assert len(set(neg.ids[row].tolist())) > 10
@@ -234,7 +257,9 @@ def test_random_and_impressions_factory():
         if pool:
             assert set(neg.extra.ids[row].tolist()) <= pool
             assert not pool & set(data.examples.loc[data.examples["user_idx"] == u, "item_idx"])  # positives left out
-    assert isinstance(impressions.random_and_impressions(num_negatives=8, share=1.0)(data), impressions.ImpressionNegativeSampler)
+    assert isinstance(
+        impressions.random_and_impressions(num_negatives=8, share=1.0)(data), impressions.ImpressionNegativeSampler
+    )
     with pytest.raises(ValueError, match="share"):
         impressions.random_and_impressions(share=0.0)
 
@@ -252,11 +277,17 @@ def test_staged_impressions_switch_after_the_random_epochs():
 
 
 def test_combined_negatives_give_the_loss_of_the_concatenated_candidates():
-    split = splits.temporal_user_split(pd.DataFrame(session_ratings(seed=2), columns=["user_id", "item_id", "rating", "timestamp"]))
+    split = splits.temporal_user_split(
+        pd.DataFrame(session_ratings(seed=2), columns=["user_id", "item_id", "rating", "timestamp"])
+    )
     recommender = TwoTowerRecommender(TowerConfig(embedding_dim=8), TrainConfig(progress=False))
     model, data = recommender.build(split.train)
     ex = data.examples.iloc[:12]
-    b = Batch(torch.as_tensor(ex["user_idx"].to_numpy(copy=True)), torch.as_tensor(ex["item_idx"].to_numpy(copy=True)), torch.ones(12))
+    b = Batch(
+        torch.as_tensor(ex["user_idx"].to_numpy(copy=True)),
+        torch.as_tensor(ex["item_idx"].to_numpy(copy=True)),
+        torch.ones(12),
+    )
     shared = torch.tensor([0, 1, 2, 5, 7])
     extra = torch.randint(split.catalog.n_items, (12, 4), generator=torch.Generator().manual_seed(0))
     shared_lq, extra_lq = torch.linspace(-2, 0, 5), torch.rand(12, 4, generator=torch.Generator().manual_seed(1))
@@ -272,7 +303,9 @@ def test_combined_negatives_give_the_loss_of_the_concatenated_candidates():
             return torch.full(item_idx.shape, -1.0)
 
     combined = Fixed(Negatives(shared, shared_lq, extra=Negatives(extra, extra_lq)))
-    flat = Fixed(Negatives(torch.cat([shared.expand(12, -1), extra], 1), torch.cat([shared_lq.expand(12, -1), extra_lq], 1)))
+    flat = Fixed(
+        Negatives(torch.cat([shared.expand(12, -1), extra], 1), torch.cat([shared_lq.expand(12, -1), extra_lq], 1))
+    )
     for config in (TrainConfig(), TrainConfig(loss="bce"), TrainConfig(remove_accidental_hits=False)):
         a = batch_loss(model, b, combined, config, data, torch.Generator())
         c = batch_loss(model, b, flat, config, data, torch.Generator())
@@ -302,7 +335,9 @@ def test_impression_log_serves_each_fit_its_own_simulation():
     log = impressions.ImpressionLog.for_split(split, temperature=1.0, seed=0)
     validation = split.validation()
     for rule in ("liked", "any", "weighted"):
-        assert log.for_training(training_data(split.train, None, rule)).equals(impressions.simulate_impressions(split.train, temperature=1.0, seed=0))
+        assert log.for_training(training_data(split.train, None, rule)).equals(
+            impressions.simulate_impressions(split.train, temperature=1.0, seed=0)
+        )
         assert log.for_training(training_data(validation.train, None, rule)).equals(
             impressions.simulate_impressions(validation.train, temperature=1.0, seed=0)
         )
@@ -315,7 +350,11 @@ def test_impression_log_serves_each_fit_its_own_simulation():
     # the train part's whole log is kept: its impressions without engagement are the log served
     everything = impressions.simulate_impressions(split.train, temperature=1.0, seed=0, keep_engaged=True)
     assert log.train_with_engaged.equals(everything) and everything["engaged"].any()
-    assert log.train_with_engaged.loc[~everything["engaged"], impressions.IMPRESSION_COLUMNS].reset_index(drop=True).equals(log.train)
+    assert (
+        log.train_with_engaged.loc[~everything["engaged"], impressions.IMPRESSION_COLUMNS]
+        .reset_index(drop=True)
+        .equals(log.train)
+    )
     with pytest.raises(ValueError, match="train_with_engaged"):
         impressions.ImpressionLog.for_split(split, keep_engaged=True)
     data = training_data(split.train, None, "liked")
@@ -329,7 +368,11 @@ def test_fit_two_tower_with_impression_negatives_end_to_end():
     ratings = pd.DataFrame(session_ratings(seed=4, n_users=40), columns=["user_id", "item_id", "rating", "timestamp"])
     split = splits.temporal_user_split(ratings)
     log = impressions.ImpressionLog.for_split(split, temperature=1.0, seed=0)
-    for negatives in (impressions.impression_negatives(8), impressions.random_and_impressions(16, 0.25), impressions.staged_impressions(1, 16, 0.25)):
+    for negatives in (
+        impressions.impression_negatives(8),
+        impressions.random_and_impressions(16, 0.25),
+        impressions.staged_impressions(1, 16, 0.25),
+    ):
         config = TrainConfig(negatives=negatives, batch_size=32, max_epochs=3, patience=3, progress=False)
         fit = fit_two_tower(split, TowerConfig(embedding_dim=8), config, extras={"impressions": log})
         assert 1 <= fit.best_epoch <= 3 and np.isfinite(fit.history["train_loss"]).all()

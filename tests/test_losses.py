@@ -30,7 +30,9 @@ def test_candidate_logits_shared_and_per_example():
     scaled = losses.apply_temperature(users, 0.5)  # scaling the query scales every logit
     assert torch.allclose(losses.candidate_logits(scaled, shared), 2.0 * users @ shared.T, atol=1e-6)
     expected = torch.stack([per_example[b] @ users[b] for b in range(3)]) / 2.0
-    assert torch.allclose(losses.candidate_logits(losses.apply_temperature(users, 2.0), per_example), expected, atol=1e-6)
+    assert torch.allclose(
+        losses.candidate_logits(losses.apply_temperature(users, 2.0), per_example), expected, atol=1e-6
+    )
     assert losses.apply_temperature(users, 1.0) is users
     with pytest.raises(ValueError, match="temperature"):
         losses.apply_temperature(users, 0.0)
@@ -110,13 +112,17 @@ def test_in_batch_negatives_equal_the_standard_in_batch_softmax():
     standard = F.cross_entropy(matrix, torch.arange(b))
     logits = losses.retrieval_logits(losses.apply_temperature(users, tau), items, [items])
     diagonal = no_hit_column(torch.eye(b, dtype=torch.bool))
-    assert torch.allclose(losses.softmax_cross_entropy(losses.remove_accidental_hits(logits, diagonal)), standard, atol=1e-5)
+    assert torch.allclose(
+        losses.softmax_cross_entropy(losses.remove_accidental_hits(logits, diagonal)), standard, atol=1e-5
+    )
     assert torch.allclose(losses.retrieval_loss(users, items, [items], tau, is_hit=diagonal), standard, atol=1e-5)
     # and with a logQ correction applied to every column, it equals CE over the corrected matrix
     log_q = torch.log(torch.tensor([0.1, 0.2, 0.05, 0.3, 0.15, 0.2]) * b)
     corrected = F.cross_entropy(matrix - log_q, torch.arange(b))
     full_log_q = torch.cat([log_q[:, None], log_q.expand(b, -1)], dim=1)  # the positive's own, then each candidate's
-    ours = losses.softmax_cross_entropy(losses.remove_accidental_hits(losses.logq_correction(logits, full_log_q), diagonal))
+    ours = losses.softmax_cross_entropy(
+        losses.remove_accidental_hits(losses.logq_correction(logits, full_log_q), diagonal)
+    )
     assert torch.allclose(ours, corrected, atol=1e-5)
     assert torch.allclose(losses.retrieval_loss(users, items, [items], tau, full_log_q, diagonal), corrected, atol=1e-5)
     assert not torch.allclose(ours, standard, atol=1e-3)
@@ -207,7 +213,9 @@ def test_pipeline_softmax_equals_a_hand_computation():
     users, positives, shared, per_example, log_q, is_hit, weights = pipeline_problem()
     tau = 0.3
     total = 0.0
-    for row, w in zip(hand_corrected_logits(users, positives, shared, per_example, log_q, is_hit, tau), weights.tolist()):
+    for row, w in zip(
+        hand_corrected_logits(users, positives, shared, per_example, log_q, is_hit, tau), weights.tolist()
+    ):
         kept = [s for s, masked in row if not masked]
         total += w * (-row[0][0] + math.log(sum(math.exp(s) for s in kept)))
     expected = total / weights.sum().item()
@@ -225,12 +233,17 @@ def test_pipeline_bce_equals_a_hand_computation():
     tau = 0.7
     softplus = lambda x: math.log1p(math.exp(x))  # noqa: E731
     total = 0.0
-    for row, w in zip(hand_corrected_logits(users, positives, shared, per_example, log_q, is_hit, tau), weights.tolist()):
+    for row, w in zip(
+        hand_corrected_logits(users, positives, shared, per_example, log_q, is_hit, tau), weights.tolist()
+    ):
         total += w * (softplus(-row[0][0]) + sum(softplus(s) for s, masked in row[1:] if not masked))
     expected = total / weights.sum().item()
     got = losses.retrieval_loss(users, positives, [shared, per_example], tau, log_q, is_hit, "bce", weights)
     assert got.item() == pytest.approx(expected, rel=1e-10)
-    assert losses.retrieval_loss(users, positives, [shared, per_example], tau, log_q, None, "bce", weights).item() > expected
+    assert (
+        losses.retrieval_loss(users, positives, [shared, per_example], tau, log_q, None, "bce", weights).item()
+        > expected
+    )
 
 
 @pytest.mark.parametrize("loss", ["softmax", "bce"])
@@ -280,7 +293,8 @@ def test_logq_correction_lowers_a_popular_candidates_logit_and_its_push_down():
     assert corrected[0] < plain[0]  # ...the popular one less with the correction,
     assert corrected[1] > plain[1]  # the rare one more
     logits = losses.logq_correction(losses.retrieval_logits(user, positive, [candidates]), log_q)
-    assert logits[0, 1] < 0.2 < logits[0, 2]  # the popular candidate's corrected logit is lowered, the rare one's raised
+    # the popular candidate's corrected logit is lowered, the rare one's raised
+    assert logits[0, 1] < 0.2 < logits[0, 2]
 
 
 # --------------------------------------------------------------------------- consistency of the sampled softmax

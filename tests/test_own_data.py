@@ -107,7 +107,9 @@ def test_defaults_are_valid_settings_and_overrides_reach_the_configs(fitted):
 
 
 def test_unknown_override_is_a_clear_error_listing_the_valid_names():
-    with pytest.raises(TypeError, match=r"\['embeding_dim'\] \(did you mean 'embedding_dim' for 'embeding_dim'\?\).*temperature"):
+    with pytest.raises(
+        TypeError, match=r"\['embeding_dim'\] \(did you mean 'embedding_dim' for 'embeding_dim'\?\).*temperature"
+    ):
         fit_two_tower(interaction_log(), embeding_dim=32)
 
 

@@ -60,13 +60,19 @@ def test_functions_draw_into_a_given_axes():
     fig, axes = plt.subplots(1, 3)
     assert plotting.popularity_long_tail([3, 2, 1], ax=axes[0]) is axes[0]
     assert plotting.metric_vs_k({"a": ([1, 2], [0.1, 0.2])}, "Recall@K", ax=axes[1]) is axes[1]
-    table = pd.DataFrame({"catalogue_size": [10, 100], "ranker_ms_per_user": [1.0, 10.0], "dot_product_ms_per_user": [0.1, 0.2]})
+    table = pd.DataFrame(
+        {"catalogue_size": [10, 100], "ranker_ms_per_user": [1.0, 10.0], "dot_product_ms_per_user": [0.1, 0.2]}
+    )
     assert plotting.cost_curves(table, ax=axes[2]) is axes[2]
     assert len(fig.axes) == 3
 
 
 def test_metric_vs_k_one_line_per_curve_plus_reference_lines():
-    curves = {"random": ([1, 2, 3], [0.0, 0.1, 0.2]), "popular": ([1, 2, 3], [0.1, 0.3, 0.4]), "EASE": ([1, 2], [0.2, 0.5])}
+    curves = {
+        "random": ([1, 2, 3], [0.0, 0.1, 0.2]),
+        "popular": ([1, 2, 3], [0.1, 0.3, 0.4]),
+        "EASE": ([1, 2], [0.2, 0.5]),
+    }
     ax = plotting.metric_vs_k(curves, "Recall@K", hlines={"ceiling": 0.9}, log_x=True, title="t")
     assert len(ax.lines) == 4
     assert [t.get_text() for t in ax.get_legend().get_texts()] == ["random", "popular", "EASE", "ceiling"]
@@ -100,7 +106,9 @@ def test_plotting_never_shows(monkeypatch):
     monkeypatch.setattr(plt, "show", fail)
     plotting.popularity_long_tail([5, 3, 1])
     plotting.metric_vs_k({"a": ([1], [0.5])}, "m")
-    plotting.cost_curves(pd.DataFrame({"catalogue_size": [1], "ranker_ms_per_user": [1.0], "dot_product_ms_per_user": [1.0]}))
+    plotting.cost_curves(
+        pd.DataFrame({"catalogue_size": [1], "ranker_ms_per_user": [1.0], "dot_product_ms_per_user": [1.0]})
+    )
 
 
 def test_metric_vs_k_passes_legend_options():

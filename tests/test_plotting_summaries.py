@@ -19,7 +19,11 @@ def _close_figures():
 
 
 # per-user Recall@100 averaged over the two seeds; each seed is that -/+ 0.05. Means: 0.45, 0.6, 0.3.
-PER_USER = {"a": [0.25, 0.65, 0.45, 0.45, 0.35, 0.55], "b": [0.6, 0.4, 0.8, 0.6, 0.7, 0.5], "c": [0.1, 0.5, 0.3, 0.3, 0.2, 0.4]}
+PER_USER = {
+    "a": [0.25, 0.65, 0.45, 0.45, 0.35, 0.55],
+    "b": [0.6, 0.4, 0.8, 0.6, 0.7, 0.5],
+    "c": [0.1, 0.5, 0.3, 0.3, 0.2, 0.4],
+}
 MEANS = [0.45, 0.6, 0.3]
 
 
@@ -52,7 +56,9 @@ def test_variant_bars_heights_errors_and_reference_lines(summary):
     heights = [p.get_height() for p in ax.patches]
     assert np.allclose(heights, MEANS)
     segments = error_segments(ax.containers[0])
-    assert np.allclose([s[1] for s in segments], summary["low"]) and np.allclose([s[2] for s in segments], summary["high"])
+    assert np.allclose([s[1] for s in segments], summary["low"]) and np.allclose(
+        [s[2] for s in segments], summary["high"]
+    )
     assert (summary["low"] < summary["mean"]).all() and (summary["mean"] < summary["high"]).all()
     assert [t.get_text() for t in ax.get_xticklabels()] == ["A", "B", "C"]
     dashed = [line for line in ax.get_lines() if line.get_linestyle() == "--"]
@@ -69,7 +75,9 @@ def test_metric_vs_setting_draws_means_at_x(summary):
     assert np.allclose(line.get_ydata(), MEANS)
     segments = error_segments(ax.containers[0])
     assert np.allclose([s[0] for s in segments], [16, 32, 64])
-    assert np.allclose([s[1] for s in segments], summary["low"]) and np.allclose([s[2] for s in segments], summary["high"])
+    assert np.allclose([s[1] for s in segments], summary["low"]) and np.allclose(
+        [s[2] for s in segments], summary["high"]
+    )
     assert ax.get_xscale() == "log"
 
 
@@ -78,7 +86,8 @@ def test_a_hand_made_interval_frame_is_drawn_as_given():
     ax = plotting.variant_points(frame, "NDCG@10")
     assert np.allclose(ax.get_lines()[0].get_ydata(), [0.2, 0.5])
     segments = error_segments(ax.containers[0])
-    assert np.allclose([s[1] for s in segments], [0.1, 0.45]) and np.allclose([s[2] for s in segments], [0.25, 0.7])  # asymmetric
+    # asymmetric
+    assert np.allclose([s[1] for s in segments], [0.1, 0.45]) and np.allclose([s[2] for s in segments], [0.25, 0.7])
     assert [t.get_text() for t in ax.get_xticklabels()] == ["x", "y"]
 
 

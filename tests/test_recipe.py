@@ -17,7 +17,6 @@ from tt_helpers.recipe import TwoTowerRecommender
 from tt_helpers.towers import TowerConfig
 from tt_helpers.training import TrainConfig
 
-
 pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
 
@@ -55,7 +54,8 @@ def side_tables():
             "item_id": ids,
             "title": [f"Movie number {i}" for i in range(N_RATED)] + ["Same Title", "Same Title", "Other Story"],
             "year": [1970 + i for i in range(N_RATED)] + [1995, 1995, 1960],
-            "genres": [[GENRES[i % 4], GENRES[(i // 4) % 4]] for i in range(N_RATED)] + [["Drama"], ["Drama"], ["Horror", "Comedy"]],
+            "genres": [[GENRES[i % 4], GENRES[(i // 4) % 4]] for i in range(N_RATED)]
+            + [["Drama"], ["Drama"], ["Horror", "Comedy"]],
         }
     )
     return users, items
@@ -93,7 +93,9 @@ def test_score_before_fit_raises_a_clear_error():
         TwoTowerRecommender().score(torch.tensor([0]))
 
 
-@pytest.mark.parametrize("tower", [TowerConfig(embedding_dim=8), FEATURES, TowerConfig(embedding_dim=8, use_history=True)])
+@pytest.mark.parametrize(
+    "tower", [TowerConfig(embedding_dim=8), FEATURES, TowerConfig(embedding_dim=8, use_history=True)]
+)
 def test_score_shape_and_evaluation(tower):
     split = synthetic_split()
     users, items = side_tables()
@@ -105,7 +107,7 @@ def test_score_shape_and_evaluation(tower):
     result = evaluation.evaluate(rec, split, ks=(5, 10))
     assert 0.0 <= result["Recall@10"] <= 1.0
     with pytest.raises(RuntimeError, match="validation"):
-        rec.best_epoch  # fitted without a validation split
+        _ = rec.best_epoch  # fitted without a validation split
 
 
 def test_fit_on_split_refits_for_the_best_epoch():

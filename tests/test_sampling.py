@@ -18,8 +18,8 @@ from tt_helpers.sampling import (
     HardNegativeSampler,
     InBatchSampler,
     MixedSampler,
-    NegativeSampler,
     Negatives,
+    NegativeSampler,
     PopularitySampler,
     PositiveSet,
     ScheduledSampler,
@@ -27,7 +27,6 @@ from tt_helpers.sampling import (
     WithPerExampleNegatives,
 )
 from tt_helpers.towers import TowerConfig, TwoTowerModel
-
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
@@ -191,8 +190,12 @@ def test_log_q_is_the_log_of_the_empirical_expected_count(kind):
 
 def tiny_model(n_users=4, n_items=30, seed=0):
     torch.manual_seed(seed)
-    users = encode_table(pd.DataFrame({"user_id": range(n_users)}), [FeatureSpec("user_id", "user_id", "id")], np.ones(n_users, bool))
-    items = encode_table(pd.DataFrame({"item_id": range(n_items)}), [FeatureSpec("item_id", "item_id", "id")], np.ones(n_items, bool))
+    users = encode_table(
+        pd.DataFrame({"user_id": range(n_users)}), [FeatureSpec("user_id", "user_id", "id")], np.ones(n_users, bool)
+    )
+    items = encode_table(
+        pd.DataFrame({"item_id": range(n_items)}), [FeatureSpec("item_id", "item_id", "id")], np.ones(n_items, bool)
+    )
     return TwoTowerModel(users, items, TowerConfig(embedding_dim=8, temperature=0.5))
 
 
@@ -286,7 +289,9 @@ def test_positive_set_contains(dense, monkeypatch):
     per_example = torch.randint(13, (5, 9), generator=gen(4))
     got = ps.contains(query_users, per_example)
     assert got.shape == (5, 9)
-    assert got.tolist() == [[(u, i) in truth for i in row] for u, row in zip(query_users.tolist(), per_example.tolist())]
+    assert got.tolist() == [
+        [(u, i) in truth for i in row] for u, row in zip(query_users.tolist(), per_example.tolist())
+    ]
     assert torch.equal(ps.mask(query_users, 13), ps.contains(query_users, shared))
 
 

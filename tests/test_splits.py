@@ -57,14 +57,14 @@ def test_temporal_user_split_earlier_before_later_and_test_size(ratings):
     n_users_with_test = 0
     n_boundary_ties = 0
     for user, group in ratings.groupby("user_id"):
-        tr = train[train["user_id"] == user]
-        te = test[test["user_id"] == user]
-        assert len(te) == math.floor(0.2 * len(group)), user
-        assert len(tr) + len(te) == len(group)
-        if len(te):
+        kept = train[train["user_id"] == user]
+        held_out = test[test["user_id"] == user]
+        assert len(held_out) == math.floor(0.2 * len(group)), user
+        assert len(kept) + len(held_out) == len(group)
+        if len(held_out):
             n_users_with_test += 1
-            assert tr["timestamp"].max() <= te["timestamp"].min()
-            n_boundary_ties += int(tr["timestamp"].max() == te["timestamp"].min())
+            assert kept["timestamp"].max() <= held_out["timestamp"].min()
+            n_boundary_ties += int(kept["timestamp"].max() == held_out["timestamp"].min())
     assert n_users_with_test > 10  # the fixture exercises the interesting cases
     assert n_boundary_ties > 5  # ... including ties at the train/test boundary
     assert (ratings.groupby("user_id").size() < 5).any()  # ... and users with no test part
@@ -91,7 +91,8 @@ def test_ties_in_time_are_not_broken_by_item_id():
     ratings = same_second()
     assert old_rule_test_items(ratings) == [8, 9]  # the old rule: always the two largest ids
     held_out = {
-        seed: tuple(sorted(splits.temporal_user_split(ratings, tie_break_seed=seed).test.frame["item_id"])) for seed in range(40)
+        seed: tuple(sorted(splits.temporal_user_split(ratings, tie_break_seed=seed).test.frame["item_id"]))
+        for seed in range(40)
     }
     assert all(len(items) == 2 for items in held_out.values())
     assert any(items != (8, 9) for items in held_out.values())
@@ -248,7 +249,9 @@ def test_random_split_share_and_seed(ratings):
 
 
 @pytest.mark.parametrize(
-    "make", [splits.temporal_user_split, splits.global_temporal_split, splits.random_split], ids=["user", "global", "random"]
+    "make",
+    [splits.temporal_user_split, splits.global_temporal_split, splits.random_split],
+    ids=["user", "global", "random"],
 )
 def test_validation_is_carved_from_train_only(ratings, make):
     split = make(ratings, positive_threshold=3.0)
@@ -297,7 +300,9 @@ def test_validation_uses_the_same_protocol_random(ratings):
 
 @pytest.mark.parametrize("column", ["user_id", "item_id", "timestamp"])
 @pytest.mark.parametrize(
-    "make", [splits.temporal_user_split, splits.global_temporal_split, splits.random_split], ids=["user", "global", "random"]
+    "make",
+    [splits.temporal_user_split, splits.global_temporal_split, splits.random_split],
+    ids=["user", "global", "random"],
 )
 def test_missing_column_raises_value_error_naming_it(ratings, make, column):
     with pytest.raises(ValueError, match=f"lacks column.*'{column}'"):
@@ -391,7 +396,9 @@ def test_protocol_names(ratings):
 
 
 @pytest.mark.parametrize(
-    "make", [splits.temporal_user_split, splits.global_temporal_split, splits.random_split], ids=["user", "global", "random"]
+    "make",
+    [splits.temporal_user_split, splits.global_temporal_split, splits.random_split],
+    ids=["user", "global", "random"],
 )
 def test_without_ratings_every_interaction_is_a_positive(ratings, make):
     implicit = ratings.drop(columns=["rating"])
@@ -426,7 +433,9 @@ def test_a_threshold_without_ratings_is_an_error(ratings):
 
 
 def test_splits_work_with_string_ids(ratings):
-    named = ratings.assign(user_id="user-" + ratings["user_id"].astype(str), item_id="movie-" + ratings["item_id"].astype(str))
+    named = ratings.assign(
+        user_id="user-" + ratings["user_id"].astype(str), item_id="movie-" + ratings["item_id"].astype(str)
+    )
     a = splits.temporal_user_split(ratings)
     b = splits.temporal_user_split(named)
     assert b.catalog.user_ids.dtype == object and b.catalog.user_ids[:3].tolist() == ["user-1", "user-10", "user-11"]

@@ -5,8 +5,8 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
-
 from test_recipe import synthetic_ratings
+
 from tt_helpers import evaluation, splits
 from tt_helpers.baselines import PopularRecommender
 from tt_helpers.experiments import fit_on_split, fit_staged, run_variants

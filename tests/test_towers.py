@@ -31,7 +31,9 @@ ITEM_SPECS = (
 
 
 def tables():
-    users = pd.DataFrame({"user_id": [1, 2, 3, 4, 5], "age": [17, 22, 35, None, 40], "gender": ["F", "M", "F", None, "M"]})
+    users = pd.DataFrame(
+        {"user_id": [1, 2, 3, 4, 5], "age": [17, 22, 35, None, 40], "gender": ["F", "M", "F", None, "M"]}
+    )
     items = pd.DataFrame(
         {
             "item_id": [9, 10, 11, 12, 13, 14, 15],  # sorted by text: "10" < ... < "15" < "9": vocab ids != indices
@@ -60,7 +62,9 @@ def make_model(seed=0, sparse_embeddings=False, **config):
     torch.manual_seed(seed)
     user_table, item_table = tables()
     cfg = TowerConfig(**{"embedding_dim": 8, "feature_dim": 4, **config})
-    return TwoTowerModel(user_table, item_table, cfg, history() if cfg.use_history else None, sparse_embeddings=sparse_embeddings)
+    return TwoTowerModel(
+        user_table, item_table, cfg, history() if cfg.use_history else None, sparse_embeddings=sparse_embeddings
+    )
 
 
 CONFIGS = {
@@ -280,7 +284,9 @@ def tiny_training_data():
     pairs = [(0, 0), (0, 3), (1, 1), (1, 6), (2, 2), (2, 4), (3, 0), (3, 6), (4, 1), (4, 4), (0, 2), (2, 6)]
     examples = pd.DataFrame(pairs, columns=["user_idx", "item_idx"]).assign(timestamp=0, weight=np.float32(1.0))
     users, items = examples.user_idx.to_numpy(), examples.item_idx.to_numpy()
-    return TrainingData(examples, N_ITEMS, item_probabilities(items, N_ITEMS), PositiveSet(users, items, N_ITEMS, N_USERS), None)
+    return TrainingData(
+        examples, N_ITEMS, item_probabilities(items, N_ITEMS), PositiveSet(users, items, N_ITEMS, N_USERS), None
+    )
 
 
 @pytest.mark.parametrize("dropout", [0.0, 0.5])

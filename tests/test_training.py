@@ -17,15 +17,23 @@ from tt_helpers.sampling import (
     Batch,
     FullCatalogueSampler,
     InBatchSampler,
-    NegativeSampler,
     Negatives,
+    NegativeSampler,
     PositiveSet,
     ScheduledSampler,
     UniformSampler,
 )
 from tt_helpers.towers import TowerConfig, TwoTowerModel
-from tt_helpers.training import TrainConfig, TrainingData, batch_loss, batches, make_sampler, positive_examples, train_epochs, training_data
-
+from tt_helpers.training import (
+    TrainConfig,
+    TrainingData,
+    batch_loss,
+    batches,
+    make_sampler,
+    positive_examples,
+    train_epochs,
+    training_data,
+)
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
@@ -60,7 +68,9 @@ def test_positive_examples_rules():
     assert list(liked.columns) == ["user_idx", "item_idx", "timestamp", "weight"]
     assert len(liked) == int((frame["rating"] >= 4).sum()) > 0
     assert (liked["weight"] == 1.0).all()
-    assert set(zip(liked.user_idx, liked.item_idx)) == set(zip(*frame[frame.rating >= 4][["user_idx", "item_idx"]].to_numpy().T))
+    assert set(zip(liked.user_idx, liked.item_idx)) == set(
+        zip(*frame[frame.rating >= 4][["user_idx", "item_idx"]].to_numpy().T)
+    )
     everything = positive_examples(train, "any")
     assert len(everything) == len(frame) > len(liked)
     assert (everything["weight"] == 1.0).all()
@@ -93,8 +103,12 @@ N_ITEMS = 7
 
 def hand_built(temperature=0.5, seed=0):
     torch.manual_seed(seed)
-    users = encode_table(pd.DataFrame({"user_id": range(4)}), [FeatureSpec("user_id", "user_id", "id")], np.ones(4, bool))
-    items = encode_table(pd.DataFrame({"item_id": range(N_ITEMS)}), [FeatureSpec("item_id", "item_id", "id")], np.ones(N_ITEMS, bool))
+    users = encode_table(
+        pd.DataFrame({"user_id": range(4)}), [FeatureSpec("user_id", "user_id", "id")], np.ones(4, bool)
+    )
+    items = encode_table(
+        pd.DataFrame({"item_id": range(N_ITEMS)}), [FeatureSpec("item_id", "item_id", "id")], np.ones(N_ITEMS, bool)
+    )
     model = TwoTowerModel(users, items, TowerConfig(embedding_dim=6, temperature=temperature))
     pairs = [(u, i) for u, its in POSITIVES.items() for i in sorted(its)]
     examples = pd.DataFrame(pairs, columns=["user_idx", "item_idx"]).assign(timestamp=0, weight=np.float32(1.0))
@@ -180,7 +194,9 @@ def test_sampled_negatives_that_are_positives_of_the_user_are_left_out():
         lp = [log_q[i] for i in BATCH.item_idx.tolist()] if logq else None
         ln = [[log_q[c] for c in candidates]] * 5 if logq else None
         assert loss.item() == pytest.approx(manual_softmax(model, BATCH, candidates, lp, ln), rel=1e-5)
-        assert loss.item() != pytest.approx(manual_softmax(model, BATCH, candidates, lp, ln, remove_hits=False), rel=1e-4)
+        assert loss.item() != pytest.approx(
+            manual_softmax(model, BATCH, candidates, lp, ln, remove_hits=False), rel=1e-4
+        )
 
 
 def test_logq_correction_changes_the_loss_by_the_expected_amount():
@@ -196,7 +212,9 @@ def test_logq_correction_changes_the_loss_by_the_expected_amount():
     shift = math.log(p[1] / p[5])  # q_a / q_b; log(B) cancels
     assert shift != 0
     expected_off = (math.log1p(math.exp(s[0, 1] - s[0, 0])) + math.log1p(math.exp(s[1, 0] - s[1, 1]))) / 2
-    expected_on = (math.log1p(math.exp(s[0, 1] - s[0, 0] + shift)) + math.log1p(math.exp(s[1, 0] - s[1, 1] - shift))) / 2
+    expected_on = (
+        math.log1p(math.exp(s[0, 1] - s[0, 0] + shift)) + math.log1p(math.exp(s[1, 0] - s[1, 1] - shift))
+    ) / 2
     assert off == pytest.approx(expected_off, rel=1e-5)
     assert on - off == pytest.approx(expected_on - expected_off, rel=1e-4, abs=1e-6)
 
@@ -222,7 +240,8 @@ def test_bce_and_positive_only_losses():
         pos = (model.user_embeddings(BATCH.user_idx) * model.item_embeddings(BATCH.item_idx)).sum(1) * model.scale
     expected = (torch.nn.functional.softplus(-pos) * BATCH.weight).sum() / BATCH.weight.sum()
     assert bce.item() == pytest.approx(expected.item(), rel=1e-5)
-    history, _ = train_epochs(model, data, quiet(loss="bce", negatives="none"), epochs=1)  # the loop runs without a sampler
+    # the loop runs without a sampler
+    history, _ = train_epochs(model, data, quiet(loss="bce", negatives="none"), epochs=1)
     assert np.isfinite(history["train_loss"]).all()
     with pytest.raises(ValueError, match="negatives"):
         quiet(negatives="nearest")
@@ -262,8 +281,12 @@ def test_full_catalogue_negatives_are_the_full_softmax_with_the_users_positives_
     assert loss.item() == pytest.approx(expected, rel=1e-5)
     assert loss.item() == pytest.approx(manual_softmax(model, BATCH, list(range(N_ITEMS))), rel=1e-5)
     # log q = 0: the correction changes nothing; without masking, the user's positives are negatives again
-    assert batch_loss(model, BATCH, sampler, quiet(negatives="full", logq_correction=False), data, torch.Generator()).item() == pytest.approx(loss.item(), rel=1e-6)
-    unmasked = batch_loss(model, BATCH, sampler, quiet(negatives="full", remove_accidental_hits=False), data, torch.Generator())
+    assert batch_loss(
+        model, BATCH, sampler, quiet(negatives="full", logq_correction=False), data, torch.Generator()
+    ).item() == pytest.approx(loss.item(), rel=1e-6)
+    unmasked = batch_loss(
+        model, BATCH, sampler, quiet(negatives="full", remove_accidental_hits=False), data, torch.Generator()
+    )
     assert unmasked.item() > loss.item() + 1e-3
 
 
@@ -405,7 +428,9 @@ def test_early_stopping_on_real_validation_recall():
     split = synthetic_split(n_users=24, per_user=12)
     validation = split.validation()
     training = quiet(max_epochs=12, patience=2, learning_rate=0.2, early_stopping_metric="NDCG@5")
-    rec = TwoTowerRecommender(TowerConfig(embedding_dim=8, temperature=0.05), training).fit(validation.train, validation)
+    rec = TwoTowerRecommender(TowerConfig(embedding_dim=8, temperature=0.05), training).fit(
+        validation.train, validation
+    )
     h = rec.history_["val_NDCG@5"]
     best = rec.best_epoch
     assert best == int(h.idxmax())
@@ -434,7 +459,9 @@ def test_per_example_candidates_are_embedded_once_and_in_place():
 
     model, _ = hand_built()
     ids = torch.tensor([[1, 2, 1], [2, 2, 5]])
-    emb = candidate_embeddings(model, Negatives(ids, torch.zeros(ids.shape)), model.item_embeddings(torch.tensor([0, 3])))
+    emb = candidate_embeddings(
+        model, Negatives(ids, torch.zeros(ids.shape)), model.item_embeddings(torch.tensor([0, 3]))
+    )
     assert emb.shape == (2, 3, model.config.embedding_dim)
     assert torch.allclose(emb, model.item_embeddings(ids.reshape(-1)).reshape(2, 3, -1))
 
@@ -468,11 +495,18 @@ def test_the_loop_calls_start_epoch_before_each_epoch():
     n_batches = -(-len(data.examples) // config.batch_size)
     assert events[0] == ("start", 1)  # before the first draw
     starts = [i for i, (kind, _) in enumerate(events) if kind == "start"]
-    assert [b - a - 1 for a, b in zip(starts, starts[1:] + [len(events)])] == [n_batches] * 3  # one epoch's draws after each
+    # one epoch's draws after each
+    assert [b - a - 1 for a, b in zip(starts, starts[1:] + [len(events)])] == [n_batches] * 3
     # with early stopping, the hook follows the epochs actually run
     events.clear()
     script = iter([0.5, 0.4, 0.3, 0.2])
-    history, _ = train_epochs(model, data, quiet(negatives=Recording, patience=2), epochs=10, evaluate_epoch=lambda: {"val_Recall@100": next(script)})
+    history, _ = train_epochs(
+        model,
+        data,
+        quiet(negatives=Recording, patience=2),
+        epochs=10,
+        evaluate_epoch=lambda: {"val_Recall@100": next(script)},
+    )
     assert [e for kind, e in events if kind == "start"] == list(history.index) == [1, 2, 3]
 
 
@@ -483,14 +517,17 @@ def test_dense_and_sparse_embedding_paths_both_reduce_the_training_loss():
     split = synthetic_split(n_users=24, per_user=12)
     losses_by_path = {}
     for optimizer in ("adam", "sparse_adam"):
-        rec = TwoTowerRecommender(TowerConfig(embedding_dim=8), quiet(embedding_optimizer=optimizer, max_epochs=8, learning_rate=0.05))
+        rec = TwoTowerRecommender(
+            TowerConfig(embedding_dim=8), quiet(embedding_optimizer=optimizer, max_epochs=8, learning_rate=0.05)
+        )
         rec.fit(split.train)
         assert rec.model.sparse_embeddings is (optimizer == "sparse_adam")
         loss = rec.history_["train_loss"]
         assert loss.iloc[-1] < 0.1 * loss.iloc[0], (optimizer, loss.tolist())
         losses_by_path[optimizer] = loss
     dense, sparse = losses_by_path["adam"], losses_by_path["sparse_adam"]
-    assert dense.iloc[0] == pytest.approx(sparse.iloc[0], rel=0.05)  # same init and data: the first epochs agree closely
+    # same init and data: the first epochs agree closely
+    assert dense.iloc[0] == pytest.approx(sparse.iloc[0], rel=0.05)
     ratio = dense / sparse
     assert ((ratio > 0.5) & (ratio < 2.0)).all(), ratio.tolist()  # the same course, within a factor 2 at every epoch
 

@@ -12,7 +12,8 @@ The public names, on one screen (see the book's "API at a glance" page):
 * your own data: :func:`fit_two_tower` -> :class:`FittedTwoTower` (``recommend``, ``save``),
   :func:`load_recommender`;
 * serving: :class:`ExactIndex` and :class:`AnnoyIndex` (exact or approximate top-k inner product, one
-  interface), :func:`load_index`;
+  interface), :func:`load_index`, and :class:`Retriever` (a saved recommender's user tower in front of a saved
+  item index, seen items filtered);
 * reproducibility: :func:`seed_everything`.
 """
 
@@ -27,6 +28,7 @@ from .index import AnnoyIndex, ExactIndex, load_index
 from .own_data import FittedTwoTower, fit_two_tower, load_recommender
 from .recipe import TwoTowerRecommender
 from .repro import seed_everything
+from .serving import Retriever
 from .splits import global_temporal_split, random_split, temporal_user_split
 from .towers import TowerConfig
 from .training import TrainConfig
@@ -42,6 +44,7 @@ __all__ = [
     "FittedTwoTower",
     "PopularRecommender",
     "RandomRecommender",
+    "Retriever",
     "Runs",
     "StreamingFrequencyEstimator",
     "TowerConfig",

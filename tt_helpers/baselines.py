@@ -29,7 +29,7 @@ class RandomRecommender:
         self.seed = seed
         self.n_items: int | None = None
 
-    def fit(self, train: Interactions) -> "RandomRecommender":
+    def fit(self, train: Interactions) -> RandomRecommender:
         self.n_items = train.n_items
         return self
 
@@ -47,7 +47,10 @@ Source = Literal["liked", "all"]
 
 def _check_source(interactions: str) -> None:
     if interactions not in ("liked", "all"):
-        raise ValueError(f"interactions must be 'liked' (training positives) or 'all' (every training interaction), got {interactions!r}")
+        raise ValueError(
+            "interactions must be 'liked' (training positives) or 'all' (every training interaction), "
+            f"got {interactions!r}"
+        )
 
 
 class PopularRecommender:
@@ -59,7 +62,7 @@ class PopularRecommender:
         self.interactions = interactions
         self.counts: torch.Tensor | None = None
 
-    def fit(self, train: Interactions) -> "PopularRecommender":
+    def fit(self, train: Interactions) -> PopularRecommender:
         counts = train.item_counts(positives_only=self.interactions == "liked")
         self.counts = torch.as_tensor(counts, dtype=torch.float32)
         return self
@@ -88,7 +91,7 @@ class EASE:
         self.weights: torch.Tensor | None = None
         self.history: torch.Tensor | None = None
 
-    def fit(self, train: Interactions) -> "EASE":
+    def fit(self, train: Interactions) -> EASE:
         x = train.matrix(positives_only=self.interactions == "liked").double()
         gram = x.T @ x
         gram.diagonal().add_(self.l2)

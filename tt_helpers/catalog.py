@@ -14,8 +14,8 @@ mix strings with numbers.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 
 import numpy as np
 import pandas as pd
@@ -60,7 +60,7 @@ class Catalog:
     @classmethod
     def from_frames(
         cls, ratings: pd.DataFrame, users: pd.DataFrame | None = None, items: pd.DataFrame | None = None
-    ) -> "Catalog":
+    ) -> Catalog:
         """All users and items seen in ``ratings`` plus those listed in the ``users``/``items`` tables.
 
         Ids may be integers or strings (see the module docstring); a table's ids must be of the same kind

@@ -28,13 +28,13 @@ the interval", never "equal" or "no difference".
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Sequence, Union
 
 import numpy as np
 import pandas as pd
 
-PerUser = Union[pd.DataFrame, Sequence[pd.DataFrame]]
+PerUser = pd.DataFrame | Sequence[pd.DataFrame]
 
 MIN_RESAMPLES = 100
 # Bound on the number of bootstrap indices drawn at once (int64: 32 MiB), whatever the number of users.
@@ -110,7 +110,8 @@ def _check_settings(n_resamples: int, confidence: float) -> None:
 def paired_bootstrap(
     a: np.ndarray, b: np.ndarray, n_resamples: int = 2000, confidence: float = 0.95, seed: int = 0
 ) -> tuple[float, float, float]:
-    """(mean difference, low, high) of mean(a - b) over users resampled with replacement (paired: the same users for both).
+    """(mean difference, low, high) of mean(a - b) over users resampled with replacement (paired: the same
+    users for both).
 
     ``a[i]`` and ``b[i]`` are the two models' values for the same user ``i``. Only the per-user differences are
     resampled, in chunks that bound memory; the result is deterministic for a given ``seed``.

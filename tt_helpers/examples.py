@@ -6,8 +6,9 @@ validation or test answer.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable, Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import pandas as pd
@@ -47,7 +48,9 @@ def positive_examples(train: Interactions, rule: PositiveRule = "liked") -> pd.D
         elif "rating" in frame.columns:
             weight = frame["rating"].to_numpy(dtype=np.float32) / 5.0
         else:
-            raise ValueError("positives='weighted' needs a weight or rating column; use 'liked' or 'any' for unweighted data")
+            raise ValueError(
+                "positives='weighted' needs a weight or rating column; use 'liked' or 'any' for unweighted data"
+            )
     else:
         raise ValueError(f"unknown positive rule {rule!r}; use one of {POSITIVE_RULES}")
     out = frame[["user_idx", "item_idx", "timestamp"]].reset_index(drop=True)

@@ -19,8 +19,9 @@ from __future__ import annotations
 import numbers
 import re
 import zlib
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Iterable, Literal, Sequence
+from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -45,7 +46,7 @@ class Vocabulary:
     values: tuple
 
     @classmethod
-    def fit(cls, values: Iterable) -> "Vocabulary":
+    def fit(cls, values: Iterable) -> Vocabulary:
         unique = pd.unique(pd.Series(list(values), dtype=object).dropna())
         numeric = all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in unique)
         return cls(tuple(sorted(unique) if numeric else sorted(unique, key=str)))
@@ -110,7 +111,7 @@ class BagColumn:
     cardinality: int
 
     @classmethod
-    def from_lists(cls, lists: Sequence[Sequence[int]], cardinality: int) -> "BagColumn":
+    def from_lists(cls, lists: Sequence[Sequence[int]], cardinality: int) -> BagColumn:
         lengths = torch.tensor([len(x) for x in lists], dtype=torch.long)
         offsets = torch.zeros(len(lists) + 1, dtype=torch.long)
         offsets[1:] = torch.cumsum(lengths, 0)
@@ -163,12 +164,14 @@ class FeatureTable:
     n_rows: int
     specs: tuple[FeatureSpec, ...] = field(default=())
 
-    def select(self, names: Iterable[str]) -> "FeatureTable":
+    def select(self, names: Iterable[str]) -> FeatureTable:
         names = list(names)
         unknown = [n for n in names if n not in self.columns]
         if unknown:
             raise KeyError(f"unknown feature(s) {unknown}; this table has {list(self.columns)}")
-        return FeatureTable({n: self.columns[n] for n in names}, self.n_rows, tuple(s for s in self.specs if s.name in names))
+        return FeatureTable(
+            {n: self.columns[n] for n in names}, self.n_rows, tuple(s for s in self.specs if s.name in names)
+        )
 
 
 def encode_table(frame: pd.DataFrame, specs: Sequence[FeatureSpec], seen_rows: np.ndarray) -> FeatureTable:
@@ -180,7 +183,9 @@ def encode_table(frame: pd.DataFrame, specs: Sequence[FeatureSpec], seen_rows: n
     columns: dict[str, CategoricalColumn | BagColumn] = {}
     for spec in specs:
         if spec.column not in frame.columns:
-            raise KeyError(f"feature {spec.name!r} needs column {spec.column!r}, which the table lacks ({list(frame.columns)})")
+            raise KeyError(
+                f"feature {spec.name!r} needs column {spec.column!r}, which the table lacks ({list(frame.columns)})"
+            )
         raw = frame[spec.column].tolist()
         if spec.kind in ("id", "categorical"):
             fit_values = [v for v, s in zip(raw, seen_rows) if s] if spec.kind == "id" else raw
@@ -190,7 +195,9 @@ def encode_table(frame: pd.DataFrame, specs: Sequence[FeatureSpec], seen_rows: n
             ids = np.array([stable_hash(v, spec.buckets) for v in raw], dtype=np.int64)
             columns[spec.name] = CategoricalColumn(torch.from_numpy(ids), spec.buckets + 1)
         elif spec.kind == "buckets":
-            columns[spec.name] = CategoricalColumn(torch.from_numpy(bucketize(raw, spec.boundaries)), len(spec.boundaries) + 2)
+            columns[spec.name] = CategoricalColumn(
+                torch.from_numpy(bucketize(raw, spec.boundaries)), len(spec.boundaries) + 2
+            )
         elif spec.kind == "bag":
             lists = [list(v) if isinstance(v, (list, tuple, np.ndarray)) else [] for v in raw]
             vocab = Vocabulary.fit(v for x in lists for v in x)

@@ -107,30 +107,47 @@ class StreamingFrequencyEstimator:
                 problems.append(f"{name} must be an integer >= 1, got {value!r}")
         if isinstance(alpha, bool) or not isinstance(alpha, (int, float, np.floating)) or not 0 < alpha <= 1:
             problems.append(f"alpha (the learning rate of the moving average) must be in (0, 1], got {alpha!r}")
-        if initial_probability is not None and not (isinstance(initial_probability, (int, float)) and 0 < initial_probability <= 1):
-            problems.append(f"initial_probability must be in (0, 1] (or None: 1 / n_buckets), got {initial_probability!r}")
+        if initial_probability is not None and not (
+            isinstance(initial_probability, (int, float)) and 0 < initial_probability <= 1
+        ):
+            problems.append(
+                f"initial_probability must be in (0, 1] (or None: 1 / n_buckets), got {initial_probability!r}"
+            )
         if hashing not in ("universal", "identity"):
             problems.append(f"hashing must be 'universal' or 'identity', got {hashing!r}")
         elif hashing == "identity" and n_hashes != 1:
-            problems.append(f"hashing='identity' gives every id its own bucket, so there is one array: use n_hashes=1, got {n_hashes!r}")
+            problems.append(
+                "hashing='identity' gives every id its own bucket, so there is one array: use n_hashes=1, "
+                f"got {n_hashes!r}"
+            )
         if problems:
             raise ValueError("invalid StreamingFrequencyEstimator: " + "; ".join(problems))
         self.n_buckets, self.n_hashes, self.alpha = int(n_buckets), int(n_hashes), float(alpha)
         self.seed, self.hashing = seed, hashing
         self.initial_probability = 1.0 / self.n_buckets if initial_probability is None else float(initial_probability)
         self.last_seen = torch.zeros(self.n_hashes, self.n_buckets, dtype=torch.int64)  # A: [n_hashes, n_buckets]
-        self.delta = torch.full((self.n_hashes, self.n_buckets), 1.0 / self.initial_probability, dtype=torch.float64)  # B
+        # B: [n_hashes, n_buckets]
+        self.delta = torch.full((self.n_hashes, self.n_buckets), 1.0 / self.initial_probability, dtype=torch.float64)
         self.gaps = torch.zeros(self.n_hashes, self.n_buckets, dtype=torch.int64)  # gaps averaged into B so far
         self.step = 0  # steps (batches) seen so far
         self.draws = 0  # ids seen so far, duplicates included
         g = torch.Generator().manual_seed(seed)
-        self._coefficients = torch.randint(0, PRIME, (HASH_DEGREE + 1, self.n_hashes, 1), generator=g, dtype=torch.int64)
-        self._coefficients[0] = torch.randint(1, PRIME, (self.n_hashes, 1), generator=g, dtype=torch.int64)  # leading: not 0
+        self._coefficients = torch.randint(
+            0, PRIME, (HASH_DEGREE + 1, self.n_hashes, 1), generator=g, dtype=torch.int64
+        )
+        # the leading coefficient: not 0
+        self._coefficients[0] = torch.randint(1, PRIME, (self.n_hashes, 1), generator=g, dtype=torch.int64)
         self._offsets = (torch.arange(self.n_hashes) * self.n_buckets).unsqueeze(1)  # array i starts at i * n_buckets
 
     @classmethod
     def for_catalogue(
-        cls, n_items: int, batch_size: int, alpha: float = 0.01, n_buckets: int | None = None, n_hashes: int = 1, seed: int = 0
+        cls,
+        n_items: int,
+        batch_size: int,
+        alpha: float = 0.01,
+        n_buckets: int | None = None,
+        n_hashes: int = 1,
+        seed: int = 0,
     ) -> StreamingFrequencyEstimator:
         """The estimator of ``TrainConfig(frequency="streaming")``, for a stream of batches of ``batch_size``
         item indices below ``n_items``. ``n_buckets=None``: one bucket per item, and with ``n_hashes=1`` no
@@ -160,7 +177,9 @@ class StreamingFrequencyEstimator:
     def _ids(self, ids) -> torch.Tensor:
         ids = torch.as_tensor(ids)
         if ids.dtype == torch.bool or ids.is_floating_point() or ids.is_complex():
-            raise TypeError(f"ids must be an integer tensor (item indices), got dtype {ids.dtype}; convert with .long()")
+            raise TypeError(
+                f"ids must be an integer tensor (item indices), got dtype {ids.dtype}; convert with .long()"
+            )
         ids = ids.to(torch.int64)
         if ids.numel():
             low, high = (int(v) for v in torch.aminmax(ids))
@@ -269,7 +288,7 @@ def shifting_stream(before: torch.Tensor, after: torch.Tensor, steps_before: int
     return torch.cat(parts), torch.cat(truths)
 
 
-def track_estimates(estimator: "StreamingFrequencyEstimator", stream: torch.Tensor, ids: torch.Tensor,
+def track_estimates(estimator: StreamingFrequencyEstimator, stream: torch.Tensor, ids: torch.Tensor,
                     every: int = 10) -> torch.Tensor:
     """Feed ``stream`` ``[steps, per_step]`` to ``estimator`` one step (row) at a time and return its
     probability estimates of ``ids`` ``[k]`` after every ``every``-th step: ``[steps // every, k]``."""

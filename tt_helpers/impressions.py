@@ -60,9 +60,17 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .sampling import Batch, NegativeSampler, Negatives, PositiveSet, ScheduledSampler, UniformSampler, WithPerExampleNegatives
-from .splits import Interactions, Split
 from .examples import SamplerFactory, TrainingData, positive_examples
+from .sampling import (
+    Batch,
+    Negatives,
+    NegativeSampler,
+    PositiveSet,
+    ScheduledSampler,
+    UniformSampler,
+    WithPerExampleNegatives,
+)
+from .splits import Interactions, Split
 
 IMPRESSION_COLUMNS = ["user_idx", "item_idx", "timestamp", "position"]
 DEFAULT_WINDOW_SECONDS = 3600  # one hour: MovieLens users rate in short sessions
@@ -128,7 +136,9 @@ def visit_events(train: Interactions, max_events_per_user: int | None = None, se
 
     With ``max_events_per_user``, a seeded uniform subset of at most that many visits per user is kept.
     """
-    events = train.frame[["user_idx", "timestamp"]].drop_duplicates().sort_values(["user_idx", "timestamp"], kind="stable")
+    events = (
+        train.frame[["user_idx", "timestamp"]].drop_duplicates().sort_values(["user_idx", "timestamp"], kind="stable")
+    )
     events = events.reset_index(drop=True)
     if max_events_per_user is not None:
         rng = np.random.default_rng(seed)
@@ -280,7 +290,7 @@ class ImpressionLog:
             self.logs[key], self.names[key] = log, name
 
     @classmethod
-    def for_split(cls, split: Split, **simulation_kwargs) -> "ImpressionLog":
+    def for_split(cls, split: Split, **simulation_kwargs) -> ImpressionLog:
         """Simulate on ``split.train`` and on ``split.validation().train`` with the same settings.
 
         The train part's whole log (engaged impressions included) is kept as :attr:`train_with_engaged`, so
@@ -317,7 +327,10 @@ def impressions_of(data: TrainingData, key: str = "impressions") -> pd.DataFrame
     data the fit may see.
     """
     if key not in data.extras:
-        raise KeyError(f"no {key!r} in TrainingData.extras: pass extras={{{key!r}: ImpressionLog.for_split(split)}} to the recommender")
+        raise KeyError(
+            f"no {key!r} in TrainingData.extras: pass extras={{{key!r}: ImpressionLog.for_split(split)}} "
+            "to the recommender"
+        )
     source = data.extras[key]
     return source.for_training(data) if isinstance(source, ImpressionLog) else source
 
@@ -342,16 +355,24 @@ class ImpressionNegativeSampler(NegativeSampler):
       still gets ``num_negatives`` candidates; :attr:`fallback_users` counts them.
 
     **Why ``log_q = 0``.** The logQ correction makes a sampled softmax a consistent estimate (biased for a
-    finite sample, the bias vanishing as the sample grows) of the softmax over the *whole catalogue*. Impression negatives are not a proposal for that softmax: most items have
-    zero probability of being drawn for a given user, so no reweighting can recover the catalogue softmax
-    from them. They are *labelled* negatives ("shown, not chosen"), and the loss is the softmax over the
-    positive and these items. The true proposal (``num_negatives / pool size``, constant for a user) would
-    change nothing if subtracted from every logit of the row, and subtracted from the negatives alone it
-    would only rescale each user's negatives by pool size. Hence ``log_q = 0`` for the candidates and for
-    the positive (:meth:`log_q_of`): turning ``logq_correction`` on or off does not change this sampler.
+    finite sample, the bias vanishing as the sample grows) of the softmax over the *whole catalogue*.
+    Impression negatives are not a proposal for that softmax: most items have zero probability of being drawn
+    for a given user, so no reweighting can recover the catalogue softmax from them. They are *labelled*
+    negatives ("shown, not chosen"), and the loss is the softmax over the positive and these items. The true
+    proposal (``num_negatives / pool size``, constant for a user) would change nothing if subtracted from
+    every logit of the row, and subtracted from the negatives alone it would only rescale each user's
+    negatives by pool size. Hence ``log_q = 0`` for the candidates and for the positive (:meth:`log_q_of`):
+    turning ``logq_correction`` on or off does not change this sampler.
     """
 
-    def __init__(self, impressions: pd.DataFrame, n_items: int, n_users: int, num_negatives: int = 32, positives: PositiveSet | None = None):
+    def __init__(
+        self,
+        impressions: pd.DataFrame,
+        n_items: int,
+        n_users: int,
+        num_negatives: int = 32,
+        positives: PositiveSet | None = None,
+    ):
         if num_negatives < 1:
             raise ValueError(f"num_negatives must be at least 1, got {num_negatives}")
         self.n_items, self.n_users, self.num_negatives = n_items, n_users, num_negatives
@@ -367,9 +388,13 @@ class ImpressionNegativeSampler(NegativeSampler):
         self.offsets = torch.cumsum(self.lengths, 0) - self.lengths
 
     @classmethod
-    def from_training(cls, data: TrainingData, num_negatives: int = 32, key: str = "impressions") -> "ImpressionNegativeSampler":
+    def from_training(
+        cls, data: TrainingData, num_negatives: int = 32, key: str = "impressions"
+    ) -> ImpressionNegativeSampler:
         impressions = impressions_of(data, key)
-        n_users = int(max(data.examples["user_idx"].max(), impressions["user_idx"].max() if len(impressions) else -1)) + 1
+        n_users = (
+            int(max(data.examples["user_idx"].max(), impressions["user_idx"].max() if len(impressions) else -1)) + 1
+        )
         return cls(impressions, data.n_items, n_users, num_negatives, data.positives)
 
     @property
@@ -438,7 +463,9 @@ def random_and_impressions(num_negatives: int = 256, share: float = 0.1, key: st
     return factory
 
 
-def staged_impressions(random_epochs: int = 3, num_negatives: int = 256, share: float = 0.1, key: str = "impressions") -> SamplerFactory:
+def staged_impressions(
+    random_epochs: int = 3, num_negatives: int = 256, share: float = 0.1, key: str = "impressions"
+) -> SamplerFactory:
     """``TrainConfig.negatives`` factory for the staged schedule: ``num_negatives`` uniform (random)
     negatives for the first ``random_epochs`` epochs, then :func:`random_and_impressions` with ``share``
     (via :class:`tt_helpers.sampling.ScheduledSampler`). Early stopping may end training before the

@@ -17,7 +17,8 @@ logits, because ``log q`` is on the scale of the softmax's exponent, not of the 
 
 from __future__ import annotations
 
-from typing import Literal, Sequence
+from collections.abc import Sequence
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -33,7 +34,9 @@ def candidate_logits(users: torch.Tensor, candidates: torch.Tensor) -> torch.Ten
     return torch.einsum("bd,bmd->bm", users, candidates)
 
 
-def retrieval_logits(users: torch.Tensor, positives: torch.Tensor, candidate_blocks: Sequence[torch.Tensor]) -> torch.Tensor:
+def retrieval_logits(
+    users: torch.Tensor, positives: torch.Tensor, candidate_blocks: Sequence[torch.Tensor]
+) -> torch.Tensor:
     """``[B, 1 + M]``: column 0 is ``<u_b, v_b>``, then each block's ``[B, M_i]`` candidate logits in order."""
     columns = [(users * positives).sum(1, keepdim=True)]
     columns += [candidate_logits(users, block) for block in candidate_blocks]

@@ -662,6 +662,12 @@ class FittedTwoTower:
         larger than the catalogue is clamped to its size (every item, ranked). Ids of the other type than the catalogue's (ints asked of string
         ids) raise the Catalog's ``IdTypeError``.
         """
+        return self._recommend_with(self._model_top_k, user_ids, k, exclude_seen, unknown_users)
+
+    def _recommend_with(self, top_k, user_ids: Any, k: int, exclude_seen: bool, unknown_users: str) -> pd.DataFrame:
+        """:meth:`recommend`'s frame, with the known users ranked by ``top_k(user positions [b], k, exclude_seen)
+        -> [(item indices, scores)]`` (one pair per user): the whole catalogue scored here, or a retrieval index
+        in :class:`tt_helpers.serving.Retriever`. The checks, the unknown users and the sources are the same."""
         if unknown_users not in ("fallback", "error"):
             raise ValueError(f"unknown_users must be 'fallback' or 'error', got {unknown_users!r}")
         if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1:
@@ -682,7 +688,7 @@ class FittedTwoTower:
         known = np.flatnonzero(~unknown)
         for start in range(0, len(known), USERS_PER_BATCH):
             rows = known[start : start + USERS_PER_BATCH]
-            for row, (top, top_scores) in zip(rows, self._model_top_k(positions[rows], k, exclude_seen)):
+            for row, (top, top_scores) in zip(rows, top_k(positions[rows], k, exclude_seen)):
                 items[row], scores[row] = top, top_scores
         popular = self._popular_order[:k]
         for row in np.flatnonzero(unknown):
@@ -720,6 +726,50 @@ class FittedTwoTower:
             "rank": np.concatenate([np.arange(1, n + 1) for n in lengths]) if len(lengths) else np.empty(0, dtype=np.int64),
             "source": np.repeat(sources.astype(object), lengths),
         })
+
+    # ----------------------------------------------------------------------- vectors, for a retrieval index
+
+    @property
+    def score_scale(self) -> float:
+        """What an inner product of :meth:`user_vectors` and :meth:`item_vectors` is multiplied by to give
+        :meth:`recommend`'s score: ``1 / temperature`` for L2-normalised towers, else 1."""
+        return float(self.recommender.model.scale)
+
+    def item_vectors(self, batch_size: int = 4096) -> np.ndarray:
+        """The item tower's output for every catalogue item, ``[n_items, d]`` float32, row ``i`` for
+        ``catalog.item_ids[i]``: what a retrieval index is built from (:mod:`tt_helpers.index`), with
+        ``ids=catalog.item_ids`` and ``model_fingerprint=self.fingerprint()``."""
+        return self.recommender.model.embed_items(batch_size).numpy()
+
+    def user_vectors(self, user_ids: Any) -> np.ndarray:
+        """The user tower's output ``[m, d]`` (float32) for known user ids, one row per distinct id in the order
+        given: users of the interactions with their history, users of ``user_features`` only with an empty
+        history and the out-of-vocabulary id (as :meth:`recommend` serves them). ``user_vectors(u) @
+        item_vectors().T * score_scale`` are the scores :meth:`recommend` ranks by. An unknown id raises
+        :class:`~tt_helpers.UnknownIdError` (it has no vector: ``recommend`` serves it the popular items)."""
+        positions = self.catalog.user_index(_requested_ids(user_ids))
+        return self._user_vectors_at(positions)
+
+    def _user_vectors_at(self, positions: np.ndarray) -> np.ndarray:
+        model = self.recommender.model
+        with torch.no_grad():
+            return model.user_embeddings(torch.as_tensor(np.asarray(positions, dtype=np.int64))).numpy()
+
+    def fingerprint(self) -> str:
+        """A 16-character SHA-256 of what :meth:`item_vectors` depends on: the item tower's weights and every
+        item's encoded features (:func:`tt_helpers.index.fingerprint`). Build an index with
+        ``model_fingerprint=rec.fingerprint()`` and load it with ``expected_fingerprint=rec.fingerprint()``: an
+        index built from another model's item vectors is then refused. The same after save and load."""
+        from .index import fingerprint
+
+        tower = self.recommender.model.item_tower
+        tensors = {f"weights.{name}": value for name, value in tower.state_dict().items()}
+        for name, column in tower.table.columns.items():
+            if isinstance(column, BagColumn):
+                tensors[f"features.{name}.values"], tensors[f"features.{name}.offsets"] = column.values, column.offsets
+            else:
+                tensors[f"features.{name}.ids"] = column.ids
+        return fingerprint(tensors)
 
     # ----------------------------------------------------------------------- save
 

@@ -7,7 +7,7 @@ the figure is displayed when the cell ends; in a script, save it with ``ax.figur
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import matplotlib as mpl
 import matplotlib.pyplot as plt
@@ -166,6 +166,38 @@ def cost_curves(
 
 
 
+def recall_vs_qps(
+    table: pd.DataFrame,
+    ax: plt.Axes | None = None,
+    group: Sequence[str] = ("method", "n_trees"),
+    recall: str = "recall@10",
+    speed: str = "QPS",
+    vlines: Mapping[str, float] | None = None,
+    title: str | None = None,
+) -> plt.Axes:
+    """The recall-latency trade-off of approximate indexes (rows of :func:`tt_helpers.ann.annoy_grid` or of the
+    ANN benchmark): ``recall`` against single-query ``speed`` (log scale), one line per ``group`` (e.g. an
+    Annoy ``n_trees``, points in the order of the rows: increasing ``search_k``), and dotted vertical lines
+    ``vlines`` (``label -> queries per second``: exact search). Up and to the right is better."""
+    ax = _axes(ax)
+    keys = [c for c in group if c in table.columns and table[c].notna().any()]
+    groups = table.groupby(keys, sort=False, dropna=False) if keys else [((), table)]
+    for key, rows in groups:
+        key = key if isinstance(key, tuple) else (key,)
+        label = ", ".join(f"{int(v)} trees" if name == "n_trees" else str(v)
+                          for name, v in zip(keys, key) if not pd.isna(v))
+        ax.plot(rows[speed].to_numpy(), rows[recall].to_numpy(), marker="o", label=label or None)
+    for (label, qps), color in zip((vlines or {}).items(), COLORS[6:] + COLORS[:6]):
+        ax.axvline(qps, color=color, linestyle=":", linewidth=1.4, label=label)
+    ax.set_xscale("log")
+    ax.set_xlabel(f"queries per second, one at a time ({speed}, log scale)")
+    ax.set_ylabel(recall)
+    if title:
+        ax.set_title(title)
+    _legend(ax)
+    return ax
+
+
 # --------------------------------------------------------------------------- experiment summaries
 # These read a table shaped like :meth:`tt_helpers.experiments.Runs.intervals`: one row per model, columns
 # ``mean`` (over seeds and users), ``low`` and ``high`` (the 95% bootstrap interval of the mean over users).
@@ -229,7 +261,16 @@ def variant_points(
     ax = _axes(ax)
     mean, err = _interval_columns(summary)
     x = np.arange(len(mean))
-    ax.errorbar(x, mean, yerr=err, marker="o", linestyle="none", capsize=4, color=COLORS[0], label=_INTERVAL_LABEL.format(metric=metric))
+    ax.errorbar(
+        x,
+        mean,
+        yerr=err,
+        marker="o",
+        linestyle="none",
+        capsize=4,
+        color=COLORS[0],
+        label=_INTERVAL_LABEL.format(metric=metric),
+    )
     _reference_lines(ax, hlines, first_color=1)
     ax.set_xticks(x, list(labels) if labels is not None else [str(i) for i in summary.index])
     ax.set_xlim(-0.5, len(mean) - 0.5)
@@ -259,7 +300,9 @@ def metric_vs_setting(
     x = np.asarray(x, dtype=float)
     if x.shape != mean.shape:
         raise ValueError(f"x has {x.size} values for {mean.size} rows")
-    ax.errorbar(x, mean, yerr=err, marker="o", capsize=4, color=COLORS[0], label=label or _INTERVAL_LABEL.format(metric=metric))
+    ax.errorbar(
+        x, mean, yerr=err, marker="o", capsize=4, color=COLORS[0], label=label or _INTERVAL_LABEL.format(metric=metric)
+    )
     _reference_lines(ax, hlines, first_color=1)
     if log2_x:
         ax.set_xscale("log", base=2)

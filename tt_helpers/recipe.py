@@ -8,13 +8,12 @@ training, exactly as EASE's regularisation is tuned.
 
 from __future__ import annotations
 
-
 import numpy as np
 import pandas as pd
 import torch
 
-from .evaluation import evaluate
 from .datasets.movielens import MOVIELENS_ITEM_FEATURES, MOVIELENS_USER_FEATURES
+from .evaluation import evaluate
 from .features import FeatureSpec, FeatureTable, History, align_to_catalog, encode_table
 from .splits import Interactions, Split
 from .towers import TowerConfig, TwoTowerModel
@@ -52,7 +51,9 @@ class TwoTowerRecommender:
         seen_items = train.item_counts(positives_only=False) > 0
         user_frame = align_to_catalog(self.users, "user_id", cat.user_ids)
         item_frame = align_to_catalog(self.items, "item_id", cat.item_ids)
-        return encode_table(user_frame, self.user_specs, seen_users), encode_table(item_frame, self.item_specs, seen_items)
+        return encode_table(user_frame, self.user_specs, seen_users), encode_table(
+            item_frame, self.item_specs, seen_items
+        )
 
     def build(self, train: Interactions) -> tuple[TwoTowerModel, TrainingData]:
         """A freshly initialised model (seeded by ``training.seed``) and its training data."""
@@ -65,7 +66,9 @@ class TwoTowerRecommender:
         data.extras.update(self.extras)
         return model, data
 
-    def fit(self, train: Interactions, validation: Split | None = None, epochs: int | None = None) -> "TwoTowerRecommender":
+    def fit(
+        self, train: Interactions, validation: Split | None = None, epochs: int | None = None
+    ) -> TwoTowerRecommender:
         """Train on ``train``. With ``validation`` (a split whose train part is ``train``), stop early on its
         test part and keep the best epoch; otherwise train ``epochs`` (default ``max_epochs``) epochs."""
         self.model, data = self.build(train)
@@ -74,7 +77,7 @@ class TwoTowerRecommender:
 
     def continue_training(
         self, train: Interactions, training: TrainConfig, validation: Split | None = None, epochs: int | None = None
-    ) -> "TwoTowerRecommender":
+    ) -> TwoTowerRecommender:
         """Go on training the fitted model on ``train`` with another ``training`` config (a second phase of a
         staged schedule: e.g. other negatives). With ``validation``, the weights before this phase are
         epoch 0 of the new history: the phase keeps its best epoch, or none (``best_epoch == 0``)."""
@@ -101,11 +104,16 @@ class TwoTowerRecommender:
                 return {f"val_{m}": v for m, v in scores.items() if not m.startswith("Coverage")}
 
         self.history_, _ = train_epochs(
-            self.model, data, self.training, epochs or self.training.max_epochs, evaluate_epoch, evaluate_start=evaluate_start
+            self.model,
+            data,
+            self.training,
+            epochs or self.training.max_epochs,
+            evaluate_epoch,
+            evaluate_start=evaluate_start,
         )
         self._item_cache = None
 
-    def serve_history_from(self, train: Interactions) -> "TwoTowerRecommender":
+    def serve_history_from(self, train: Interactions) -> TwoTowerRecommender:
         """Read users' histories from ``train`` at serving time, without retraining: for a model trained on a
         part of ``train`` (the early-stopped run on ``split.validation().train``) that is asked to serve
         users whose later interactions it never trained on. A no-op for towers without history."""

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
+from collections.abc import Iterator
 
 import numpy as np
 import torch
@@ -27,3 +29,17 @@ def seed_everything(seed: int = DEFAULT_SEED, threads: int | None = None) -> tor
         torch.set_num_threads(threads)
     return torch.Generator().manual_seed(seed)
 
+
+
+@contextlib.contextmanager
+def torch_threads(threads: int) -> Iterator[None]:
+    """Run a block with ``threads`` torch intra-op threads, then restore the previous count: serve and time
+    single requests on one thread (as one request runs in production, and as Annoy searches) in a chapter
+    that trains on two. On a machine shared with other jobs, tiny operations on more threads than free cores
+    wait for each other: one thread is then much faster."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(int(threads))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

@@ -45,9 +45,9 @@ class Negatives:
     ids: torch.Tensor
     log_q: torch.Tensor  # same shape as ids: log expected count of each candidate in this draw
     n_from_batch: int = 0
-    extra: "Negatives | None" = None
+    extra: Negatives | None = None
 
-    def blocks(self) -> list["Negatives"]:
+    def blocks(self) -> list[Negatives]:
         """This draw as a list of candidate blocks (shared first, then per-example), without nesting."""
         head = Negatives(self.ids, self.log_q, self.n_from_batch)
         return [head] + (self.extra.blocks() if self.extra is not None else [])
@@ -57,7 +57,9 @@ class NegativeSampler:
     """Base class of the samplers: ``sample`` draws candidates for a batch, ``log_q_of`` gives the log
     expected count of given items (for the positive's correction), ``start_epoch`` is the loop's hook."""
 
-    def sample(self, batch: Batch, generator: torch.Generator, model=None, users: torch.Tensor | None = None) -> Negatives:
+    def sample(
+        self, batch: Batch, generator: torch.Generator, model=None, users: torch.Tensor | None = None
+    ) -> Negatives:
         raise NotImplementedError
 
     def log_q_of(self, item_idx: torch.Tensor, batch_size: int) -> torch.Tensor:
@@ -226,7 +228,9 @@ class HardNegativeSampler(NegativeSampler):
     applies (``log_q = 0``); use them to fine-tune a model that already works, mixed with ``base``.
     """
 
-    def __init__(self, positives: "PositiveSet", base: NegativeSampler | None = None, num_negatives: int = 10, top: int = 100):
+    def __init__(
+        self, positives: PositiveSet, base: NegativeSampler | None = None, num_negatives: int = 10, top: int = 100
+    ):
         self.positives, self.base = positives, base
         self.num_negatives, self.top = num_negatives, top
 
@@ -329,7 +333,9 @@ class WithPerExampleNegatives(NegativeSampler):
         b = self.base.sample(batch, generator, model, users)
         e = self.extra.sample(batch, generator, model, users)
         if b.ids.dim() != 1 or e.ids.dim() != 2:
-            raise ValueError("WithPerExampleNegatives needs a shared ([M]) base and a per-example ([B, m]) extra sampler")
+            raise ValueError(
+                "WithPerExampleNegatives needs a shared ([M]) base and a per-example ([B, m]) extra sampler"
+            )
         extra_log_q = e.log_q if self.extra_log_q == "sampler" else self.base.log_q_of(e.ids, len(batch.item_idx))
         return Negatives(b.ids, b.log_q, b.n_from_batch, extra=Negatives(e.ids, extra_log_q))
 

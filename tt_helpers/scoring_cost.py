@@ -16,8 +16,9 @@ never asserted or compared. The embeddings are random: the cost does not depend 
 
 from __future__ import annotations
 
+import functools
 import time
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -34,7 +35,9 @@ def layer_widths(dim: int = DEFAULT_DIM, n_pair_features: int = DEFAULT_PAIR_FEA
                  hidden: Sequence[int] = DEFAULT_HIDDEN) -> list[int]:  # fmt: skip
     """Widths of the ranking MLP from input to output: ``[2 * dim + n_pair_features, *hidden, 1]``."""
     if dim < 1 or n_pair_features < 0 or any(h < 1 for h in hidden):
-        raise ValueError(f"need dim >= 1, n_pair_features >= 0 and positive hidden widths; got {dim}, {n_pair_features}, {hidden}")
+        raise ValueError(
+            f"need dim >= 1, n_pair_features >= 0 and positive hidden widths; got {dim}, {n_pair_features}, {hidden}"
+        )
     return [2 * dim + n_pair_features, *hidden, 1]
 
 
@@ -189,7 +192,12 @@ def extrapolate_ms(cost: pd.DataFrame, catalogue_size: int, n_candidates: int = 
     ranker_ms = catalogue_size * per_pair * ms_per_flop
     dot_ms = float(largest_dot["dot_product_ms_per_user"]) * catalogue_size / float(largest_dot["catalogue_size"])
     rerank_ms = min(n_candidates, catalogue_size) * per_pair * ms_per_flop
-    return {"ranker_ms": ranker_ms, "dot_product_ms": dot_ms, "candidate_ranking_ms": rerank_ms, "two_stage_ms": dot_ms + rerank_ms}
+    return {
+        "ranker_ms": ranker_ms,
+        "dot_product_ms": dot_ms,
+        "candidate_ranking_ms": rerank_ms,
+        "two_stage_ms": dot_ms + rerank_ms,
+    }
 
 
 def _time_sizes(sizes, ranker, dim, n_pair_features, k, repeats, generator, max_ranker_size):
@@ -198,11 +206,12 @@ def _time_sizes(sizes, ranker, dim, n_pair_features, k, repeats, generator, max_
         for n in sizes:
             user = torch.randn(dim, generator=generator)
             items = torch.randn(n, dim, generator=generator)
-            dot_ms.append(_best_ms(lambda: retrieve(user, items, k), repeats))
+            dot_ms.append(_best_ms(functools.partial(retrieve, user, items, k), repeats))
             if n <= max_ranker_size:
                 pair_features = torch.randn(n, n_pair_features, generator=generator)
-                ranker_ms.append(_best_ms(lambda: rank_all_items(ranker, user, items, pair_features, k), repeats))
-                del pair_features
+                scorer = functools.partial(rank_all_items, ranker, user, items, pair_features, k)
+                ranker_ms.append(_best_ms(scorer, repeats))
+                del scorer, pair_features
             else:
                 ranker_ms.append(float("nan"))
             del items

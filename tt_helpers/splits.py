@@ -41,8 +41,8 @@ protocol says "positive = every interaction".
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -116,7 +116,10 @@ class Interactions:
         """Dense binary user x item matrix, shape ``[n_users, n_items]`` (float32)."""
         frame = self.positives() if positives_only else self.frame
         x = torch.zeros(self.n_users, self.n_items)
-        x[torch.from_numpy(frame["user_idx"].to_numpy(copy=True)), torch.from_numpy(frame["item_idx"].to_numpy(copy=True))] = 1.0
+        x[
+            torch.from_numpy(frame["user_idx"].to_numpy(copy=True)),
+            torch.from_numpy(frame["item_idx"].to_numpy(copy=True)),
+        ] = 1.0
         return x
 
     def item_counts(self, positives_only: bool = True) -> np.ndarray:
@@ -137,13 +140,13 @@ class Split:
     train: Interactions
     test: Interactions
     protocol: str
-    resplit: Callable[[pd.DataFrame, Catalog, float], "Split"]  # the same protocol (and tie-break seed), again
+    resplit: Callable[[pd.DataFrame, Catalog, float], Split]  # the same protocol (and tie-break seed), again
 
     @property
     def catalog(self) -> Catalog:
         return self.train.catalog
 
-    def validation(self) -> "Split":
+    def validation(self) -> Split:
         """A validation split carved from the training part with the same protocol (test is never seen).
 
         Tune hyper-parameters and pick epochs on this split; report on the test split once.
@@ -168,7 +171,9 @@ class Split:
         )
 
 
-def warm_and_cold_users(split: Split, min_train_interactions: int = DEFAULT_MIN_TRAIN_INTERACTIONS) -> dict[str, np.ndarray]:
+def warm_and_cold_users(
+    split: Split, min_train_interactions: int = DEFAULT_MIN_TRAIN_INTERACTIONS
+) -> dict[str, np.ndarray]:
     """Test users (those with a test positive) grouped by how much training history they have.
 
     Returns ``{"warm": ..., "cold": ...}``, sorted user indices: ``"cold"`` users have fewer than
@@ -267,7 +272,9 @@ def _group_items(frame: pd.DataFrame, n_users: int) -> list[np.ndarray]:
     return [items[bounds[u] : bounds[u + 1]] for u in range(n_users)]
 
 
-def _prepare(ratings: pd.DataFrame, catalog: Catalog | None, tie_break_seed: int) -> tuple[pd.DataFrame, Catalog, np.ndarray]:
+def _prepare(
+    ratings: pd.DataFrame, catalog: Catalog | None, tie_break_seed: int
+) -> tuple[pd.DataFrame, Catalog, np.ndarray]:
     """Check the columns, add indices, sort by (user, time, random tie key).
 
     Returns the sorted frame, the catalogue, and each sorted row's tie key (see the module docstring).

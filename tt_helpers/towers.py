@@ -7,8 +7,8 @@ pass plus a (approximate) maximum-inner-product search (Covington et al. 2016; Y
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -83,7 +83,8 @@ class Tower(nn.Module):
         self.normalize = normalize
         self.sparse = sparse
         self.id_feature, self.id_dropout = id_feature, id_dropout
-        self.history_embedding = history_embedding  # the item tower's id table, also registered here (parameters() lists it once)
+        # the item tower's id table, also registered here (parameters() lists it once)
+        self.history_embedding = history_embedding
         self.embeddings = nn.ModuleDict()
         width = 0
         for name, column in table.columns.items():
@@ -114,7 +115,9 @@ class Tower(nn.Module):
             if history is None:
                 raise ValueError("this tower pools the user's history: pass history=(ids, offsets)")
             values, offsets = history
-            parts.append(F.embedding_bag(values, self.history_embedding.weight, offsets, mode="mean", sparse=self.sparse))
+            parts.append(
+                F.embedding_bag(values, self.history_embedding.weight, offsets, mode="mean", sparse=self.sparse)
+            )
         out = self.mlp(torch.cat(parts, dim=1))
         return F.normalize(out, dim=1) if self.normalize else out
 
@@ -148,7 +151,9 @@ class TwoTowerModel(nn.Module):
         shared = None
         if config.use_history:
             if "item_id" not in item_features.columns:
-                raise ValueError("history pooling shares the item tower's 'item_id' embedding: add 'item_id' to item_features")
+                raise ValueError(
+                    "history pooling shares the item tower's 'item_id' embedding: add 'item_id' to item_features"
+                )
             shared = self.item_tower.embeddings["item_id"]
             self._item_vocab_ids = item_table.columns["item_id"].ids  # catalogue index -> item-id vocabulary id
         self.user_tower = Tower(
@@ -175,7 +180,9 @@ class TwoTowerModel(nn.Module):
         items, offsets = self.history.gather(start, end)
         return self._item_vocab_ids[items], offsets
 
-    def user_embeddings(self, user_idx: torch.Tensor, history_window: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+    def user_embeddings(
+        self, user_idx: torch.Tensor, history_window: tuple[torch.Tensor, torch.Tensor] | None = None
+    ) -> torch.Tensor:
         """``[B]`` user indices -> ``[B, d]``. ``history_window`` = ``(start, end)`` from :class:`History`;
         None means "everything the user did in training" (serving time)."""
         return self.user_tower(user_idx, self._history_bags(history_window, user_idx))
@@ -193,7 +200,12 @@ class TwoTowerModel(nn.Module):
         """The whole catalogue, ``[n_items, d]``: what an ANN index is built from."""
         was_training = self.training
         self.eval()
-        out = torch.cat([self.item_embeddings(torch.arange(s, min(s + batch_size, self.n_items))) for s in range(0, self.n_items, batch_size)])
+        out = torch.cat(
+            [
+                self.item_embeddings(torch.arange(s, min(s + batch_size, self.n_items)))
+                for s in range(0, self.n_items, batch_size)
+            ]
+        )
         self.train(was_training)
         return out
 

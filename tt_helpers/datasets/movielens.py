@@ -19,8 +19,9 @@ import pathlib
 import stat
 import warnings
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import pandas as pd
 

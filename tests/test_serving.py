@@ -42,7 +42,8 @@ def fitted():
 
 @pytest.fixture(scope="module")
 def exact(fitted):
-    return ExactIndex().build(fitted.item_vectors(), ids=fitted.catalog.item_ids, model_fingerprint=fitted.fingerprint())
+    return ExactIndex().build(fitted.item_vectors(), ids=fitted.catalog.item_ids,
+                              model_fingerprint=fitted.fingerprint())
 
 
 USERS = ["u0", "u3", "u7", NEWCOMER, STRANGER]
@@ -95,7 +96,8 @@ def test_an_index_of_another_model_is_refused_with_a_clear_error(fitted, exact, 
     with torch.no_grad():
         next(other.recommender.model.item_tower.parameters()).add_(0.01)
     assert other.fingerprint() != fitted.fingerprint()
-    foreign = ExactIndex().build(other.item_vectors(), ids=other.catalog.item_ids, model_fingerprint=other.fingerprint())
+    foreign = ExactIndex().build(other.item_vectors(), ids=other.catalog.item_ids,
+                                 model_fingerprint=other.fingerprint())
     with pytest.raises(ModelMismatchError, match="another model's item vectors.*rec.fingerprint"):
         serving.Retriever(fitted, foreign)
     with pytest.raises(ModelMismatchError, match="no fingerprint"):

@@ -127,7 +127,7 @@ def main() -> None:
     print(comparison.to_string())
     print("\n2. TensorFlow Recommenders' protocol. Target: recipe >= 0.37")
     print(tfrs_protocol(ml, catalog, seeds[:3]).to_string())
-    print(f"\n3. Recipe fit time on ml-100k (validation run + refit), 2 threads. Target: <= 15 s")
+    print("\n3. Recipe fit time on ml-100k (validation run + refit), 2 threads. Target: <= 15 s")
     print(f"   per seed: {', '.join(f'{s:.1f}' for s in seconds)} s; median {np.median(seconds):.1f} s")
     print("\n   Training throughput per loss")
     print(throughput(ml, catalog).to_string())

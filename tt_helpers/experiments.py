@@ -49,7 +49,7 @@ def fit_on_split(
 
     ``refit=False`` keeps the early-stopped run's best checkpoint instead (half the cost): its weights never
     trained on the last part of each user's training interactions, which it only reads as history at
-    serving time (:meth:`TwoTowerRecommender.serve_history_from`). Chapter 4 measures what the refit buys."""
+    serving time (:meth:`TwoTowerRecommender.serve_history_from`). Compare the two with :func:`run_variants` (``refit=False``)."""
     validation = split.validation()
     probe = TwoTowerRecommender(tower, training, users, items, **kwargs).fit(validation.train, validation)
     best = probe.best_epoch

@@ -6,7 +6,8 @@ two-tower models alike. Higher scores rank first.
 
 from __future__ import annotations
 
-from typing import Callable, Iterable, Protocol, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from typing import Protocol
 
 import numpy as np
 import pandas as pd
@@ -19,7 +20,7 @@ DEFAULT_KS = (10, 50, 100)
 
 
 class Recommender(Protocol):
-    def fit(self, train: Interactions) -> "Recommender": ...
+    def fit(self, train: Interactions) -> Recommender: ...
 
     def score(self, user_idx: torch.Tensor) -> torch.Tensor: ...
 
@@ -121,15 +122,19 @@ def evaluate_top_k(
             f"{lists.shape}: map external item ids with split.catalog.item_index(ids)"
         )
     if users.ndim != 1 or len(users) != len(lists) or (users.size and users.dtype.kind not in "iu"):
-        raise ValueError(f"users must be [n] user indices, one per row of top_k_items ({len(lists)} rows), got shape {users.shape}")
+        raise ValueError(
+            f"users must be [n] user indices, one per row of top_k_items ({len(lists)} rows), got shape {users.shape}"
+        )
     if not ks or ks[0] < 1 or ks[-1] > lists.shape[1]:
         raise ValueError(
             f"ks must be between 1 and the lists' length {lists.shape[1]}, got {ks}: ask the retriever for at least "
             f"max(ks) items, plus the user's training items, which are dropped"
         )
     if ((lists < -1) | (lists >= n_items)).any():
-        raise ValueError(f"top_k_items must hold item indices 0..{n_items - 1} (or -1 for an empty slot): map external ids "
-                         f"with split.catalog.item_index(ids)")
+        raise ValueError(
+            f"top_k_items must hold item indices 0..{n_items - 1} (or -1 for an empty slot): map external ids "
+            f"with split.catalog.item_index(ids)"
+        )
     if len(np.unique(users)) != len(users):
         raise ValueError("users must not repeat: give one list per user")
     evaluated, relevant, seen = _relevance(split, relevant_items)
@@ -162,7 +167,9 @@ def evaluate_top_k(
             rows.setdefault(f"NDCG@{k}", []).append(metrics.ndcg_at_k(hits, n_rel, k))
         rows.setdefault(f"MRR@{width}", []).append(metrics.reciprocal_rank(hits))
         tops.append(ranked)
-    frame = pd.DataFrame({name: torch.cat(v).numpy() for name, v in rows.items()}, index=pd.Index(evaluated, name="user_idx"))
+    frame = pd.DataFrame(
+        {name: torch.cat(v).numpy() for name, v in rows.items()}, index=pd.Index(evaluated, name="user_idx")
+    )
     if per_user:
         return frame
     result = {name: float(col.mean()) for name, col in frame.items()}
@@ -173,7 +180,8 @@ def evaluate_top_k(
     return result
 
 
-def top_k_overlap(model: Recommender, reference: Recommender, split: Split, k: int = 100, batch_size: int = 1024) -> float:
+def top_k_overlap(model: Recommender, reference: Recommender, split: Split, k: int = 100,
+                  batch_size: int = 1024) -> float:
     """Mean over evaluated test users of the share of ``model``'s top ``k`` (training items excluded) that is
     also in ``reference``'s top ``k``: e.g. how much of a model's list is the popular baseline's list."""
     total, n_users = 0.0, 0
@@ -222,7 +230,7 @@ def interaction_hit_rate(model: Recommender, split: Split, k: int = 100, exclude
                 scores = scores.masked_fill(_bool_rows(seen, batch, n_items), float("-inf"))
             kth = torch.topk(scores, k, dim=1).values[:, -1:]
             above = (scores > kth).sum(1, keepdim=True)  # items strictly better than the k-th score
-            for j, u in enumerate(batch):
+            for j in range(len(batch)):
                 rows = order[bounds[start + j] : ends[start + j]]
                 item_scores = scores[j, torch.as_tensor(row_items[rows])]
                 # strictly above the k-th score: in the top k; equal to it: only if the tie fits in the k
@@ -231,7 +239,8 @@ def interaction_hit_rate(model: Recommender, split: Split, k: int = 100, exclude
     return pd.Series(hit, index=pd.Index(row_users, name="user_idx"), name=f"HitRate@{k} (per interaction)")
 
 
-def mean_by_group(per_user: pd.DataFrame, groups: dict[str, np.ndarray], metrics: Sequence[str] | None = None) -> pd.DataFrame:
+def mean_by_group(per_user: pd.DataFrame, groups: dict[str, np.ndarray],
+                  metrics: Sequence[str] | None = None) -> pd.DataFrame:
     """Means of a per-user frame (``evaluate(..., per_user=True)``) over groups of user indices, e.g.
     ``splits.warm_and_cold_users(split)``; one row per group with its number of evaluated users."""
     columns = list(metrics) if metrics is not None else list(per_user.columns)
@@ -242,7 +251,8 @@ def mean_by_group(per_user: pd.DataFrame, groups: dict[str, np.ndarray], metrics
     return pd.DataFrame(rows).T.astype({"users": int})
 
 
-def results_table(results: dict[str, dict[str, float]], columns: Sequence[str] | None = None, digits: int = 4) -> pd.DataFrame:
+def results_table(results: dict[str, dict[str, float]], columns: Sequence[str] | None = None,
+                  digits: int = 4) -> pd.DataFrame:
     """Rows = models, columns = metrics, rounded for printing (the book never prints unrounded floats)."""
     table = pd.DataFrame(results).T
     if columns is not None:
@@ -271,7 +281,9 @@ def tune(
     return best, table
 
 
-def _relevance(split: Split, relevant_items: np.ndarray | None = None) -> tuple[np.ndarray, list[np.ndarray], list[np.ndarray]]:
+def _relevance(
+    split: Split, relevant_items: np.ndarray | None = None
+) -> tuple[np.ndarray, list[np.ndarray], list[np.ndarray]]:
     """``(users, relevant, seen)``: the evaluated users (ascending: those with a relevant item), and per user
     index the relevant test items (test positives not rated in training, within ``relevant_items``) and the
     training items (excluded from every ranking)."""

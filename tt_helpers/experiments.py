@@ -9,8 +9,8 @@ two models with the book's one rule, :func:`tt_helpers.comparison.compare` (a pa
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -49,7 +49,8 @@ def fit_on_split(
 
     ``refit=False`` keeps the early-stopped run's best checkpoint instead (half the cost): its weights never
     trained on the last part of each user's training interactions, which it only reads as history at
-    serving time (:meth:`TwoTowerRecommender.serve_history_from`). Compare the two with :func:`run_variants` (``refit=False``)."""
+    serving time (:meth:`TwoTowerRecommender.serve_history_from`). Compare the two with :func:`run_variants`
+    (``refit=False``)."""
     validation = split.validation()
     probe = TwoTowerRecommender(tower, training, users, items, **kwargs).fit(validation.train, validation)
     best = probe.best_epoch
@@ -107,7 +108,8 @@ class Runs:
     def names(self) -> list[str]:
         return list(self.per_user)
 
-    def add(self, name: str, summary: Mapping[str, float], per_user: pd.DataFrame, seed: int | None = None, **info) -> None:
+    def add(self, name: str, summary: Mapping[str, float], per_user: pd.DataFrame, seed: int | None = None,
+            **info) -> None:
         """Record one fitted model's results (``evaluate_detailed``'s two outputs) under ``name``."""
         if self.per_user.get(name) and seed is None:
             raise ValueError(f"{name!r} is already recorded; give each run of a model its own seed")
@@ -117,7 +119,7 @@ class Runs:
         self.per_user.setdefault(name, []).append(per_user)
 
     def add_baselines(self, models: Mapping[str, Recommender], split: Split, ks: Iterable[int] = DEFAULT_KS,
-                      relevant_items: np.ndarray | None = None) -> "Runs":
+                      relevant_items: np.ndarray | None = None) -> Runs:
         """Evaluate fitted, deterministic baselines (one run each) on ``split``."""
         for name, model in models.items():
             self.add(name, *evaluate_detailed(model, split, ks, relevant_items))
@@ -125,7 +127,7 @@ class Runs:
         return self
 
     def reevaluate(self, split: Split, names: Sequence[str] | None = None, ks: Iterable[int] = DEFAULT_KS,
-                   relevant_items: np.ndarray | None = None, protocol: str | None = None) -> "Runs":
+                   relevant_items: np.ndarray | None = None, protocol: str | None = None) -> Runs:
         """A new :class:`Runs` with the kept models (``keep_models=True``) evaluated again on ``split``, e.g.
         with relevance restricted to tail items; validation metrics and best epochs are carried over."""
         names = list(names) if names is not None else list(self.models)
@@ -184,7 +186,8 @@ class Runs:
                 raise KeyError(f"no runs recorded for {name!r}; recorded: {self.names}")
         return compare(self.per_user[a], self.per_user[b], metric, names=(a, b), **kwargs)
 
-    def comparisons(self, pairs: Iterable[tuple[str, str]], metric: str = "Recall@100", digits: int = 4) -> pd.DataFrame:
+    def comparisons(self, pairs: Iterable[tuple[str, str]], metric: str = "Recall@100",
+                    digits: int = 4) -> pd.DataFrame:
         """A table of :meth:`compare` for each ``(a, b)`` pair."""
         return comparison_table([self.compare(a, b, metric) for a, b in pairs], digits)
 

@@ -87,7 +87,9 @@ def _hash_tensor(digest: Any, value: Any, where: str) -> None:
     if isinstance(value, np.ndarray):
         value = torch.from_numpy(np.ascontiguousarray(value))
     if not isinstance(value, torch.Tensor):
-        raise TypeError(f"fingerprint takes tensors, arrays, a state_dict or a module; {where} is a {type(value).__name__}")
+        raise TypeError(
+            f"fingerprint takes tensors, arrays, a state_dict or a module; {where} is a {type(value).__name__}"
+        )
     tensor = value.detach().cpu().contiguous()
     digest.update(f"{tensor.dtype}{tuple(tensor.shape)}\0".encode())
     digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
@@ -214,11 +216,12 @@ class RetrievalIndex:
         return cls._from_metadata(folder, meta, expected_fingerprint)
 
     @classmethod
-    def _from_metadata(cls, folder: pathlib.Path, meta: dict[str, Any], expected_fingerprint: str | None) -> RetrievalIndex:
+    def _from_metadata(cls, folder: pathlib.Path, meta: dict[str, Any],
+                       expected_fingerprint: str | None) -> RetrievalIndex:
         if meta["kind"] != cls.kind:
             raise ValueError(
-                f"{folder} holds an index of kind {meta['kind']!r}, not {cls.kind!r}: load it with load_index(directory) "
-                f"or the class of that kind"
+                f"{folder} holds an index of kind {meta['kind']!r}, not {cls.kind!r}: load it with "
+                f"load_index(directory) or the class of that kind"
             )
         _check_fingerprint(folder, meta, expected_fingerprint)
         _check_files(folder, meta, cls._file_names(meta))
@@ -232,7 +235,9 @@ class RetrievalIndex:
         except IndexFileError:
             raise
         except (KeyError, TypeError, ValueError, AttributeError) as err:
-            raise IndexFileError(f"{folder / METADATA_FILE} is incomplete or corrupted ({type(err).__name__}: {err}). {_REBUILD}") from err
+            raise IndexFileError(
+                f"{folder / METADATA_FILE} is incomplete or corrupted ({type(err).__name__}: {err}). {_REBUILD}"
+            ) from err
         return index
 
     # ------------------------------------------------------------------ for the implementations
@@ -259,17 +264,24 @@ class RetrievalIndex:
         """Check and store the vectors, ids and fingerprint of a build; returns the vectors ``[n, d]`` float32."""
         x = _as_matrix(vectors, "vectors")
         if len(x) == 0:
-            raise ValueError("vectors is empty (0 items): an index needs at least one item vector; pass [n, d] with n >= 1")
+            raise ValueError(
+                "vectors is empty (0 items): an index needs at least one item vector; pass [n, d] with n >= 1"
+            )
         self._ids = _check_ids(ids, len(x))
         if model_fingerprint is not None and not isinstance(model_fingerprint, str):
-            raise TypeError(f"model_fingerprint must be a str (see fingerprint(model)), got {type(model_fingerprint).__name__}")
+            raise TypeError(
+                f"model_fingerprint must be a str (see fingerprint(model)), got {type(model_fingerprint).__name__}"
+            )
         self._model_fingerprint = model_fingerprint
         self._vectors = x
         return x
 
     def _check_built(self) -> None:
         if self._ids is None:
-            raise ValueError(f"this {type(self).__name__} is empty: call build(vectors) or {type(self).__name__}.load(directory) first")
+            raise ValueError(
+                f"this {type(self).__name__} is empty: call build(vectors) or "
+                f"{type(self).__name__}.load(directory) first"
+            )
 
     def _run_search(self, queries, k: int, **options) -> tuple[np.ndarray, np.ndarray]:
         self._check_built()
@@ -412,7 +424,8 @@ class AnnoyIndex(RetrievalIndex):
                             "seed": int(seed), "n_jobs": int(n_jobs), "normalized": normalized}
         return self
 
-    def search(self, queries, k: int, *, search_k: int | None = None, oversample: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def search(self, queries, k: int, *, search_k: int | None = None,
+               oversample: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """As :meth:`RetrievalIndex.search`; ``search_k`` and ``oversample`` override the build's settings."""
         if search_k is not None:
             _check_search_k(search_k)
@@ -457,8 +470,10 @@ class AnnoyIndex(RetrievalIndex):
 
         self._metric, self._max_norm = meta["metric"], meta["max_norm"]
         if self._metric not in ("angular", "dot") or (meta["reduction"] != (self._max_norm is not None)):
-            raise IndexFileError(f"{folder / METADATA_FILE} names metric {self._metric!r} and reduction {meta['reduction']!r}, "
-                                 f"which AnnoyIndex does not write: it is corrupted. {_REBUILD}")
+            raise IndexFileError(
+                f"{folder / METADATA_FILE} names metric {self._metric!r} and reduction {meta['reduction']!r}, "
+                f"which AnnoyIndex does not write: it is corrupted. {_REBUILD}"
+            )
         path = folder / ANNOY_FILE
         index = annoy.AnnoyIndex(meta["dimension"] + (self._max_norm is not None), self._metric)
         try:
@@ -514,7 +529,9 @@ def load_index(directory: str | os.PathLike, expected_fingerprint: str | None = 
     folder, meta = _read_metadata(directory)
     kinds = {cls.kind: cls for cls in (ExactIndex, AnnoyIndex)}
     if meta["kind"] not in kinds:
-        raise IndexFileError(f"{folder} holds an index of unknown kind {meta['kind']!r} (known: {sorted(kinds)}). {_REBUILD}")
+        raise IndexFileError(
+            f"{folder} holds an index of unknown kind {meta['kind']!r} (known: {sorted(kinds)}). {_REBUILD}"
+        )
     return kinds[meta["kind"]]._from_metadata(folder, meta, expected_fingerprint)
 
 
@@ -524,24 +541,31 @@ def _read_metadata(directory: str | os.PathLike) -> tuple[pathlib.Path, dict[str
         raise FileNotFoundError(f"no saved index at {folder}: the directory does not exist. Pass the directory that "
                                 f"index.save(directory) wrote, or build an index and save it there")
     if not folder.is_dir():
-        raise NotADirectoryError(f"{folder} is a file; load takes the directory that index.save wrote (holding {METADATA_FILE})")
+        raise NotADirectoryError(
+            f"{folder} is a file; load takes the directory that index.save wrote (holding {METADATA_FILE})"
+        )
     path = folder / METADATA_FILE
     if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing: {folder} holds no saved index, or the save is incomplete. {_REBUILD}")
+        raise FileNotFoundError(
+            f"{path} is missing: {folder} holds no saved index, or the save is incomplete. {_REBUILD}"
+        )
     try:
         meta = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise IndexFileError(f"{path} is not valid JSON ({err}): it is truncated or corrupted. {_REBUILD}") from err
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise IndexFileError(f"{path} is not the metadata of an index saved by tt_helpers.index (no format {FORMAT!r}): "
-                             f"pass the directory that index.save wrote")
+        raise IndexFileError(
+            f"{path} is not the metadata of an index saved by tt_helpers.index (no format {FORMAT!r}): "
+            f"pass the directory that index.save wrote"
+        )
     if meta.get("format_version") != FORMAT_VERSION:
         from . import __version__
 
         raise IndexFileError(
             f"{path} has format version {meta.get('format_version')!r} (written by tt_helpers "
             f"{meta.get('tt_helpers_version', 'unknown')}), but this tt_helpers ({__version__}) reads format version "
-            f"{FORMAT_VERSION}: load it with the tt_helpers that wrote it, or rebuild the index and save it with this one"
+            f"{FORMAT_VERSION}: load it with the tt_helpers that wrote it, or rebuild the index and save it "
+            f"with this one"
         )
     missing = [key for key in ("kind", "dimension", "n_items", "metric", "reduction", "max_norm", "parameters",
                                "model_fingerprint", "id_kind", "ids", "files") if key not in meta]
@@ -581,7 +605,9 @@ def _load_vectors(path: pathlib.Path, meta: Mapping[str, Any], mmap: bool) -> np
     try:
         vectors = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
     except (ValueError, OSError, EOFError) as err:
-        raise IndexFileError(f"{path} cannot be read as a .npy array ({err}): it is truncated or corrupted. {_REBUILD}") from err
+        raise IndexFileError(
+            f"{path} cannot be read as a .npy array ({err}): it is truncated or corrupted. {_REBUILD}"
+        ) from err
     if vectors.shape != (meta["n_items"], meta["dimension"]) or vectors.dtype != np.float32:
         raise IndexFileError(
             f"{path} holds a {vectors.dtype} array of shape {vectors.shape}, but {METADATA_FILE} says float32 "
@@ -613,7 +639,9 @@ def _as_matrix(values, name: str, allow_vector: bool = False) -> np.ndarray:
     try:
         x = np.ascontiguousarray(np.asarray(values, dtype=np.float32))
     except (TypeError, ValueError) as err:
-        raise ValueError(f"{name} must be a float array [n, d] (numpy or torch), got {type(values).__name__}: {err}") from err
+        raise ValueError(
+            f"{name} must be a float array [n, d] (numpy or torch), got {type(values).__name__}: {err}"
+        ) from err
     if x.ndim != 2 and not (allow_vector and x.ndim == 1):
         shapes = "[m, d] (or one query [d])" if allow_vector else "[n, d]"
         raise ValueError(f"{name} must have shape {shapes}, got shape {x.shape}")
@@ -635,7 +663,9 @@ def _check_ids(ids, n: int) -> np.ndarray:
         return np.arange(n, dtype=np.int64)
     canonical = _canonical(ids, "item", "ids passed to build")
     if len(canonical) != n:
-        raise ValueError(f"ids has {len(canonical)} entries but vectors has {n} rows: pass one id per vector, in the same order")
+        raise ValueError(
+            f"ids has {len(canonical)} entries but vectors has {n} rows: pass one id per vector, in the same order"
+        )
     unique, counts = np.unique(canonical, return_counts=True)
     if len(unique) != n:
         repeated = unique[counts > 1][:_MAX_SHOWN].tolist()
@@ -656,7 +686,9 @@ def _check_k(k, n: int) -> int:
 
 def _check_search_k(search_k) -> None:
     if not _is_int(search_k) or not (search_k == -1 or search_k >= 1):
-        raise ValueError(f"search_k must be -1 (Annoy's default, n_trees * k * oversample) or an int >= 1, got {search_k!r}")
+        raise ValueError(
+            f"search_k must be -1 (Annoy's default, n_trees * k * oversample) or an int >= 1, got {search_k!r}"
+        )
 
 
 def _is_int(value) -> bool:

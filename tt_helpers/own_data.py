@@ -156,20 +156,29 @@ def fit_two_tower(
 
     user_side = side_features("user", users, catalog, kinds, settings)
     item_side = side_features("item", items, catalog, kinds, settings)
-    detected = pd.DataFrame(user_side.rows + item_side.rows, columns=["side", "column", "kind", "cardinality", "missing", "encoding"])
+    detected = pd.DataFrame(
+        user_side.rows + item_side.rows, columns=["side", "column", "kind", "cardinality", "missing", "encoding"]
+    )
     tower = TowerConfig(
         user_features=tuple(s.name for s in user_side.specs),
         item_features=tuple(s.name for s in item_side.specs),
         **{k: v for k, v in settings.items() if k in _field_names(TowerConfig)},
     )
-    training = TrainConfig(seed=seed, progress=progress, **{k: v for k, v in settings.items() if k in _field_names(TrainConfig)})
+    training = TrainConfig(
+        seed=seed, progress=progress, **{k: v for k, v in settings.items() if k in _field_names(TrainConfig)}
+    )
     train = Interactions(catalog.add_indices(frame), catalog, settings["positive_threshold"])
     if validation_fraction > 0:
         _warn_if_saturated(training.early_stopping_metric, catalog.n_items)
     if verbose:
         _print_detection(detected, catalog, train, users, items)
 
-    kwargs = {"users": user_side.table, "items": item_side.table, "user_specs": user_side.specs, "item_specs": item_side.specs}
+    kwargs = {
+        "users": user_side.table,
+        "items": item_side.table,
+        "user_specs": user_side.specs,
+        "item_specs": item_side.specs,
+    }
     if validation_fraction > 0:
         whole = whole_log_split(train, validation_fraction, seed)
         _check_validation(whole.validation(), validation_fraction, training.max_epochs)
@@ -183,8 +192,12 @@ def fit_two_tower(
 
     model = recommender.model
     vocabularies = {
-        "user": feature_vocabularies(model.user_tower.table, align_to_catalog(user_side.table, "user_id", catalog.user_ids)),
-        "item": feature_vocabularies(model.item_tower.table, align_to_catalog(item_side.table, "item_id", catalog.item_ids)),
+        "user": feature_vocabularies(
+            model.user_tower.table, align_to_catalog(user_side.table, "user_id", catalog.user_ids)
+        ),
+        "item": feature_vocabularies(
+            model.item_tower.table, align_to_catalog(item_side.table, "item_id", catalog.item_ids)
+        ),
     }
     recipe = {k: settings[k] for k in RECIPE_SETTINGS} | {
         "feedback": feedback, "seed": seed, "validation_fraction": validation_fraction,
@@ -215,7 +228,9 @@ def resolve_settings(overrides: Mapping[str, Any], feedback: str | None = None) 
     valid = valid_settings()
     unknown = sorted(set(overrides) - set(valid))
     if unknown:
-        hints = [f"{close[0]!r} for {name!r}" for name in unknown if (close := difflib.get_close_matches(name, valid, n=1))]
+        hints = [
+            f"{close[0]!r} for {name!r}" for name in unknown if (close := difflib.get_close_matches(name, valid, n=1))
+        ]
         hint = f" (did you mean {', '.join(hints)}?)" if hints else ""
         reserved = [n for n in unknown if n in ("seed", "progress")]
         raise TypeError(
@@ -328,15 +343,20 @@ def _check_seed_and_fraction(seed: int, validation_fraction: float) -> None:
     if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
     if not isinstance(validation_fraction, numbers.Real) or not 0 <= validation_fraction < 1:
-        raise ValueError(f"validation_fraction must be in [0, 1) (0: no validation, train max_epochs), got {validation_fraction!r}")
+        raise ValueError(
+            f"validation_fraction must be in [0, 1) (0: no validation, train max_epochs), got {validation_fraction!r}"
+        )
 
 
-def _check_feature_kinds(kinds: Mapping[str, str] | None, users: pd.DataFrame | None, items: pd.DataFrame | None) -> dict:
+def _check_feature_kinds(kinds: Mapping[str, str] | None, users: pd.DataFrame | None,
+                         items: pd.DataFrame | None) -> dict:
     kinds = dict(kinds or {})
     columns = [c for t, key in ((users, "user_id"), (items, "item_id")) if t is not None for c in t.columns if c != key]
     unknown = [c for c in kinds if c not in columns]
     if unknown:
-        raise ValueError(f"feature_kinds names column(s) {unknown} that no feature table has; the feature columns are {columns}")
+        raise ValueError(
+            f"feature_kinds names column(s) {unknown} that no feature table has; the feature columns are {columns}"
+        )
     wrong = {c: k for c, k in kinds.items() if k not in KINDS}
     if wrong:
         raise ValueError(f"feature_kinds has unknown kind(s) {wrong}; the kinds are {KINDS}")
@@ -359,7 +379,9 @@ def _warn_if_saturated(metric: str, n_items: int) -> None:
 def _check_validation(validation: Split, fraction: float, max_epochs: int) -> None:
     """A clear error when the validation split has nothing to evaluate (every user too short, say)."""
     test, train = validation.test.positives(), validation.train.frame
-    new = test.merge(train[["user_idx", "item_idx"]].drop_duplicates(), on=["user_idx", "item_idx"], how="left", indicator=True)
+    new = test.merge(
+        train[["user_idx", "item_idx"]].drop_duplicates(), on=["user_idx", "item_idx"], how="left", indicator=True
+    )
     if not (new["_merge"] == "left_only").any():
         raise ValueError(
             f"the validation split carved from the interactions (each user's last {fraction:.0%} by time) has no "
@@ -419,7 +441,8 @@ def detect_kind(values: pd.Series) -> str:
     return "categorical"
 
 
-def side_features(side: str, table: pd.DataFrame | None, catalog: Catalog, kinds: Mapping[str, str], settings: Mapping[str, Any]) -> SideFeatures:
+def side_features(side: str, table: pd.DataFrame | None, catalog: Catalog, kinds: Mapping[str, str],
+                  settings: Mapping[str, Any]) -> SideFeatures:
     """Detect (or take from ``kinds``) each column's kind, prepare its values and write its FeatureSpec.
 
     The id feature (``user_id`` / ``item_id``, kind ``"id"``: out of vocabulary for ids without interactions)
@@ -466,7 +489,8 @@ def prepare_column(values: pd.Series, kind: str, what: str) -> tuple[pd.Series, 
         if pd.api.types.is_datetime64_any_dtype(values):
             x = (values - pd.Timestamp(0, tz=values.dt.tz)).dt.total_seconds()
         else:
-            x = pd.to_numeric(pd.Series([np.nan if _is_missing(v) or _is_listlike(v) else v for v in raw], dtype=object), errors="coerce")
+            numbers_or_nan = [np.nan if _is_missing(v) or _is_listlike(v) else v for v in raw]
+            x = pd.to_numeric(pd.Series(numbers_or_nan, dtype=object), errors="coerce")
         x = x.astype(float).reset_index(drop=True)
         if not x.notna().any():
             raise ValueError(f"{what} is set to 'numeric' but holds no numbers: give it another kind in feature_kinds")
@@ -535,7 +559,9 @@ def _category(value: Any, what: str) -> Any:
     try:
         hash(value)
     except TypeError:
-        raise ValueError(f"{what} holds {type(value).__name__} values, which cannot be categories: convert or drop it") from None
+        raise ValueError(
+            f"{what} holds {type(value).__name__} values, which cannot be categories: convert or drop it"
+        ) from None
     return value
 
 
@@ -589,7 +615,8 @@ def _print_detection(detected: pd.DataFrame, catalog: Catalog, train: Interactio
         print("features: ids only (no feature tables)")
 
 
-def _print_epochs(best: int, history: pd.DataFrame | None, training: TrainConfig, fraction: float, n: int, refit: bool) -> None:
+def _print_epochs(best: int, history: pd.DataFrame | None, training: TrainConfig, fraction: float, n: int,
+                  refit: bool) -> None:
     if history is None:
         print(f"no validation: trained {best} epochs on all {n:,} interactions")
         return
@@ -648,7 +675,8 @@ class FittedTwoTower:
 
     # ----------------------------------------------------------------------- recommend
 
-    def recommend(self, user_ids: Any, k: int = 100, exclude_seen: bool = True, unknown_users: str = "fallback") -> pd.DataFrame:
+    def recommend(self, user_ids: Any, k: int = 100, exclude_seen: bool = True,
+                  unknown_users: str = "fallback") -> pd.DataFrame:
         """The top ``k`` items for each of ``user_ids`` (a list, array, Series or one id), as a frame with
         columns ``user_id, item_id, score, rank, source`` (rank 1 = best), one block per distinct user in the
         order asked.
@@ -659,8 +687,8 @@ class FittedTwoTower:
         popular items, ``score`` = number of interactions). ``unknown_users="error"`` raises
         :class:`~tt_helpers.UnknownIdError` for such users instead. ``exclude_seen`` drops each user's items
         from the interactions, so a user with fewer than ``k`` other items gets fewer than ``k`` rows; a ``k``
-        larger than the catalogue is clamped to its size (every item, ranked). Ids of the other type than the catalogue's (ints asked of string
-        ids) raise the Catalog's ``IdTypeError``.
+        larger than the catalogue is clamped to its size (every item, ranked). Ids of the other type than the
+        catalogue's (ints asked of string ids) raise the Catalog's ``IdTypeError``.
         """
         return self._recommend_with(self._model_top_k, user_ids, k, exclude_seen, unknown_users)
 
@@ -723,7 +751,9 @@ class FittedTwoTower:
             "user_id": np.repeat(user_col, lengths),
             "item_id": self.catalog.item_ids[flat.astype(np.int64)],
             "score": np.concatenate(scores) if len(scores) else np.empty(0),
-            "rank": np.concatenate([np.arange(1, n + 1) for n in lengths]) if len(lengths) else np.empty(0, dtype=np.int64),
+            "rank": (
+                np.concatenate([np.arange(1, n + 1) for n in lengths]) if len(lengths) else np.empty(0, dtype=np.int64)
+            ),
             "source": np.repeat(sources.astype(object), lengths),
         })
 
@@ -922,7 +952,9 @@ def load_recommender(path: str | os.PathLike) -> FittedTwoTower:
     try:
         recipe = json.loads(recipe_path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise RecommenderFileError(f"{recipe_path} is not valid JSON ({err}): it is truncated or corrupted. {refit}") from err
+        raise RecommenderFileError(
+            f"{recipe_path} is not valid JSON ({err}): it is truncated or corrupted. {refit}"
+        ) from err
     _check_format(recipe, recipe_path)
     weights = weights_path.read_bytes()
     if hashlib.sha256(weights).hexdigest() != recipe.get("weights_sha256"):
@@ -933,7 +965,9 @@ def load_recommender(path: str | os.PathLike) -> FittedTwoTower:
     try:
         state = torch.load(io.BytesIO(weights), map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises several kinds (pickle, zip, runtime errors) for a bad file
-        raise RecommenderFileError(f"{weights_path} cannot be read as a state_dict ({type(err).__name__}: {err}). {refit}") from err
+        raise RecommenderFileError(
+            f"{weights_path} cannot be read as a state_dict ({type(err).__name__}: {err}). {refit}"
+        ) from err
     try:
         return _from_recipe(recipe, state)
     except (KeyError, TypeError, ValueError, IndexError, AttributeError, RuntimeError) as err:
@@ -971,7 +1005,9 @@ def _from_recipe(recipe: Mapping[str, Any], state: Mapping[str, torch.Tensor]) -
     item_table = _table_from_json(recipe["item_features"], catalog.n_items)
     history = _history_from_json(recipe["history"], catalog.n_users) if recipe["history"] is not None else None
     with torch.random.fork_rng(devices=[]):  # building the towers draws initial weights: leave the caller's RNG alone
-        model = TwoTowerModel(user_table, item_table, tower, history, sparse_embeddings=training.embedding_optimizer == "sparse_adam")
+        model = TwoTowerModel(
+            user_table, item_table, tower, history, sparse_embeddings=training.embedding_optimizer == "sparse_adam"
+        )
     model.load_state_dict(state, strict=True)
     model.eval()
     recommender = TwoTowerRecommender(tower, training, user_specs=user_table.specs, item_specs=item_table.specs)
@@ -985,7 +1021,9 @@ def _from_recipe(recipe: Mapping[str, Any], state: Mapping[str, torch.Tensor]) -
         catalog=catalog,
         seen=seen,
         popularity=np.array(popularity, dtype=np.int64),
-        features=pd.DataFrame(recipe["detected_features"], columns=["side", "column", "kind", "cardinality", "missing", "encoding"]),
+        features=pd.DataFrame(
+            recipe["detected_features"], columns=["side", "column", "kind", "cardinality", "missing", "encoding"]
+        ),
         vocabularies=vocabularies,
         settings=recipe["settings"],
         best_epoch=recipe["best_epoch"],
@@ -1007,9 +1045,15 @@ def _table_from_json(features: list[Mapping[str, Any]], n_rows: int) -> FeatureT
     columns: dict[str, CategoricalColumn | BagColumn] = {}
     specs = []
     for f in features:
-        specs.append(FeatureSpec(f["name"], f["column"], f["kind"], int(f["buckets"]), tuple(float(b) for b in f["boundaries"])))
+        specs.append(
+            FeatureSpec(f["name"], f["column"], f["kind"], int(f["buckets"]), tuple(float(b) for b in f["boundaries"]))
+        )
         if "values" in f:
-            column = BagColumn(torch.tensor(f["values"], dtype=torch.long), torch.tensor(f["offsets"], dtype=torch.long), int(f["cardinality"]))
+            column = BagColumn(
+                torch.tensor(f["values"], dtype=torch.long),
+                torch.tensor(f["offsets"], dtype=torch.long),
+                int(f["cardinality"]),
+            )
             size = len(column.offsets) - 1
         else:
             column = CategoricalColumn(torch.tensor(f["ids"], dtype=torch.long), int(f["cardinality"]))
@@ -1029,7 +1073,9 @@ def _history_from_json(history: Mapping[str, Any], n_users: int) -> History:
     frame = pd.DataFrame({
         "user_idx": np.repeat(np.arange(n_users, dtype=np.int64), lengths),
         "item_idx": np.array([i for x in items for i in x], dtype=np.int64),
-        "timestamp": np.concatenate([np.arange(n, dtype=np.int64) for n in lengths]) if items else np.empty(0, dtype=np.int64),
+        "timestamp": (
+            np.concatenate([np.arange(n, dtype=np.int64) for n in lengths]) if items else np.empty(0, dtype=np.int64)
+        ),
     })
     return History(frame, n_users, int(history["max_length"]))
 

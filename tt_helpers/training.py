@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import copy
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Literal
+from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -26,8 +27,8 @@ from .sampling import (
     HardNegativeSampler,
     InBatchSampler,
     MixedSampler,
-    NegativeSampler,
     Negatives,
+    NegativeSampler,
     PopularitySampler,
     PositiveSet,
     StreamingInBatchSampler,
@@ -36,7 +37,10 @@ from .sampling import (
 )
 from .towers import TwoTowerModel
 
-__all__ = ["TrainConfig", "TrainingData", "batch_loss", "batches", "make_sampler", "positive_examples", "train_epochs", "training_data"]
+__all__ = [
+    "TrainConfig", "TrainingData", "batch_loss", "batches", "make_sampler", "positive_examples", "train_epochs",
+    "training_data",
+]
 
 NEGATIVES = ("in-batch", "uniform", "popularity", "mixed", "hard", "full", "none")
 _METRIC = re.compile(r"^(Recall|HitRate|NDCG)@[1-9][0-9]*$|^MRR$")
@@ -86,11 +90,15 @@ class TrainConfig:
         if self.loss not in ("softmax", "bce"):
             problems.append(f"loss must be 'softmax' or 'bce', got {self.loss!r}")
         if not callable(self.negatives) and self.negatives not in NEGATIVES:
-            problems.append(f"negatives must be one of {NEGATIVES} or a factory TrainingData -> sampler, got {self.negatives!r}")
+            problems.append(
+                f"negatives must be one of {NEGATIVES} or a factory TrainingData -> sampler, got {self.negatives!r}"
+            )
         if self.negatives == "none" and self.loss == "softmax":
             problems.append("a softmax needs negatives: with negatives='none' use loss='bce'")
         if self.logq_correction and self.loss != "softmax":
-            problems.append("logq_correction applies to the softmax loss; set logq_correction=False (or None) with loss='bce'")
+            problems.append(
+                "logq_correction applies to the softmax loss; set logq_correction=False (or None) with loss='bce'"
+            )
         if self.positives not in POSITIVE_RULES:
             problems.append(f"positives must be one of {POSITIVE_RULES}, got {self.positives!r}")
         if self.embedding_optimizer not in ("adam", "sparse_adam"):
@@ -107,20 +115,37 @@ class TrainConfig:
             if not getattr(self, name) > 0:
                 problems.append(f"{name} must be positive, got {getattr(self, name)!r}")
         if not _METRIC.match(str(self.early_stopping_metric)):
-            problems.append(f"early_stopping_metric must look like 'Recall@100', 'NDCG@10' or 'MRR', got {self.early_stopping_metric!r}")
+            problems.append(
+                f"early_stopping_metric must look like 'Recall@100', 'NDCG@10' or 'MRR', "
+                f"got {self.early_stopping_metric!r}"
+            )
         if self.frequency not in ("static", "streaming"):
             problems.append(f"frequency must be 'static' or 'streaming', got {self.frequency!r}")
         elif self.frequency == "streaming" and self.negatives not in ("in-batch", "mixed"):
             problems.append(
-                f"frequency='streaming' estimates the in-batch proposal, so it needs negatives='in-batch' or 'mixed', got {self.negatives!r}"
+                f"frequency='streaming' estimates the in-batch proposal, so it needs negatives='in-batch' or 'mixed', "
+                f"got {self.negatives!r}"
             )
-        if isinstance(self.frequency_alpha, bool) or not isinstance(self.frequency_alpha, (int, float)) or not 0 < self.frequency_alpha <= 1:
+        if (
+            isinstance(self.frequency_alpha, bool)
+            or not isinstance(self.frequency_alpha, (int, float))
+            or not 0 < self.frequency_alpha <= 1
+        ):
             problems.append(f"frequency_alpha must be in (0, 1], got {self.frequency_alpha!r}")
         if self.frequency_buckets is not None and (
-            isinstance(self.frequency_buckets, bool) or not isinstance(self.frequency_buckets, int) or self.frequency_buckets < 1
+            isinstance(self.frequency_buckets, bool)
+            or not isinstance(self.frequency_buckets, int)
+            or self.frequency_buckets < 1
         ):
-            problems.append(f"frequency_buckets must be a positive integer or None (one bucket per item), got {self.frequency_buckets!r}")
-        if isinstance(self.frequency_hashes, bool) or not isinstance(self.frequency_hashes, int) or self.frequency_hashes < 1:
+            problems.append(
+                f"frequency_buckets must be a positive integer or None (one bucket per item), "
+                f"got {self.frequency_buckets!r}"
+            )
+        if (
+            isinstance(self.frequency_hashes, bool)
+            or not isinstance(self.frequency_hashes, int)
+            or self.frequency_hashes < 1
+        ):
             problems.append(f"frequency_hashes must be a positive integer, got {self.frequency_hashes!r}")
         if problems:
             raise ValueError("invalid TrainConfig: " + "; ".join(problems))
@@ -148,7 +173,8 @@ def make_sampler(config: TrainConfig, data: TrainingData) -> NegativeSampler | N
         return None
     if name in ("in-batch", "mixed") and config.frequency == "streaming":
         estimator = StreamingFrequencyEstimator.for_catalogue(
-            data.n_items, config.batch_size, config.frequency_alpha, config.frequency_buckets, config.frequency_hashes, config.seed
+            data.n_items, config.batch_size, config.frequency_alpha, config.frequency_buckets, config.frequency_hashes,
+            config.seed,
         )
         if name == "in-batch":
             return StreamingInBatchSampler(estimator)
@@ -231,7 +257,8 @@ def candidate_log_q(batch: Batch, sampler: NegativeSampler, blocks: list[Negativ
     return torch.cat(columns, dim=1)
 
 
-def batch_loss(model: TwoTowerModel, batch: Batch, sampler: NegativeSampler | None, config: TrainConfig, data: TrainingData, generator: torch.Generator) -> torch.Tensor:
+def batch_loss(model: TwoTowerModel, batch: Batch, sampler: NegativeSampler | None, config: TrainConfig,
+               data: TrainingData, generator: torch.Generator) -> torch.Tensor:
     """One step's loss: embed the batch, draw candidates, then :func:`tt_helpers.losses.retrieval_loss`
     (logits, temperature, logQ, accidental hits, softmax or BCE)."""
     users = model.user_embeddings(batch.user_idx, batch.history)
@@ -242,7 +269,9 @@ def batch_loss(model: TwoTowerModel, batch: Batch, sampler: NegativeSampler | No
     candidates = [candidate_embeddings(model, b, positives) for b in blocks]
     log_q = candidate_log_q(batch, sampler, blocks) if sampler is not None and use_logq(config) else None
     is_hit = accidental_hits(batch, blocks, data.positives if config.remove_accidental_hits else None)
-    return losses.retrieval_loss(users, positives, candidates, model.temperature, log_q, is_hit, config.loss, batch.weight)
+    return losses.retrieval_loss(
+        users, positives, candidates, model.temperature, log_q, is_hit, config.loss, batch.weight
+    )
 
 
 def make_optimizers(model: TwoTowerModel, config: TrainConfig) -> list[torch.optim.Optimizer]:

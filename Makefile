@@ -73,12 +73,24 @@ define explain_pip_failure
 	fi
 endef
 
+# TorchRec (chapter 6's sharded tables) has wheels for Linux x86-64 only; elsewhere chapter 6's TorchRec
+# section raises an ImportError that says so, and everything else runs. See requirements-scale.txt.
+define install_torchrec
+	@if [ "$$(uname -s)-$$(uname -m)" = "Linux-x86_64" ]; then \
+		cd "$(ROOT)" && "$(BIN)/python" -m pip install -r requirements-scale.txt \
+		&& "$(BIN)/python" -m pip install --no-deps torchrec==1.8.0; \
+	else \
+		echo "note: TorchRec is not installed ($$(uname -s)-$$(uname -m)): chapter 6's sharded tables need Linux x86-64"; \
+	fi
+endef
+
 venv: $(STAMP)
 
-$(STAMP): $(ROOT)/requirements.txt $(ROOT)/pyproject.toml
+$(STAMP): $(ROOT)/requirements.txt $(ROOT)/requirements-scale.txt $(ROOT)/pyproject.toml
 	$(create_venv)
 	cd "$(ROOT)" && { "$(BIN)/python" -m pip install -r requirements.txt -e . 2>&1 | tee "$(PIP_LOG)"; } \
 		|| { $(explain_pip_failure); exit 1; }
+	$(install_torchrec)
 	@touch "$(STAMP)"
 
 # Lint and browser-check tools (requirements-dev.txt); `make test` and `make book` do not need them.

@@ -14,6 +14,9 @@ The public names, on one screen (see the book's "API at a glance" page):
 * serving: :class:`ExactIndex` and :class:`AnnoyIndex` (exact or approximate top-k inner product, one
   interface), :func:`load_index`, and :class:`Retriever` (a saved recommender's user tower in front of a saved
   item index, seen items filtered);
+* beyond one machine (modules, imported on demand): :mod:`tt_helpers.distributed` (data-parallel training
+  with negatives from the global batch), :mod:`tt_helpers.sharded_tables` (embedding tables sharded with
+  TorchRec) and :mod:`tt_helpers.sharded_index` (a catalogue index split into shards);
 * reproducibility: :func:`seed_everything`.
 """
 

@@ -53,6 +53,21 @@ def test_readme_names_the_repository_of_config_yml():
     assert f"colab.research.google.com/github/{repo}/blob/{branch}/notebooks/" in readme
 
 
+def test_every_chapter_installs_the_package_on_colab_only():
+    """The first code cell of each chapter installs tt_helpers from the repository of _config.yml, inside an
+    `if "google.colab" in sys.modules` guard: elsewhere it prints nothing, so nbval compares no output."""
+    import json
+
+    repo, branch = repository()
+    for path in sorted((ROOT / "notebooks").glob("0*.ipynb")):
+        cells = json.loads(path.read_text(encoding="utf-8"))["cells"]
+        first = next(c for c in cells if c["cell_type"] == "code")
+        source = "".join(first["source"])
+        assert 'if "google.colab" in sys.modules:' in source, path.name
+        assert f'%pip install -q "tt_helpers @ git+https://github.com/{repo}@{branch}"' in source, path.name
+        assert first["outputs"] == [], path.name
+
+
 def test_binder_installs_the_cpu_build_of_the_pinned_torch_and_the_package():
     torch = pins(ROOT / "requirements.txt")["torch"]
     binder = (ROOT / "binder" / "requirements.txt").read_text(encoding="utf-8")

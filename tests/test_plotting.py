@@ -114,3 +114,14 @@ def test_plotting_never_shows(monkeypatch):
 def test_metric_vs_k_passes_legend_options():
     ax = plotting.metric_vs_k({"a": ([1, 2], [0.1, 0.2])}, "m", legend_kwargs={"loc": "lower right", "title": "models"})
     assert ax.get_legend().get_title().get_text() == "models"
+
+
+def test_the_committed_static_figures_are_what_the_drawing_code_draws():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, str(root / "tools" / "draw_figures.py"), "--check"],
+                          capture_output=True, text=True, cwd=root, timeout=120)
+    assert done.returncode == 0, done.stderr

@@ -324,3 +324,58 @@ __all__ = [
     "COLORS", "STYLE", "apply_style", "cost_curves", "head_share", "metric_vs_k", "metric_vs_setting",
     "popularity_long_tail", "variant_bars", "variant_points",
 ]
+
+
+def two_tower_diagram(ax: plt.Axes | None = None) -> plt.Axes:
+    """Chapter 2's picture of the model: the user tower (left) and the item tower (right), each from its
+    features through embeddings, concatenation, an MLP and L2-normalisation to one vector, meeting only in
+    the score ``<u, v> / tau``; the history is pooled through the item tower's ``item_id`` table (dashed)."""
+    if ax is None:
+        _, ax = plt.subplots(figsize=(10, 6.2))
+    ax.set_xlim(0, 100)
+    ax.set_ylim(0, 62)
+    ax.axis("off")
+    user_color, item_color, shared = COLORS[0], COLORS[1], COLORS[2]
+
+    def box(x, y, text, color, width=11.0, height=4.2, fill=0.12, size=9):
+        ax.add_patch(mpl.patches.FancyBboxPatch(
+            (x - width / 2, y - height / 2), width, height, boxstyle="round,pad=0.3,rounding_size=0.8",
+            facecolor=mpl.colors.to_rgba(color, fill), edgecolor=color, linewidth=1.2))
+        ax.text(x, y, text, ha="center", va="center", fontsize=size)
+
+    def arrow(x0, y0, x1, y1, color="0.35", style="-|>", dashed=False):
+        ax.annotate("", xy=(x1, y1), xytext=(x0, y0), arrowprops=dict(
+            arrowstyle=style, color=color, lw=1.1, linestyle="--" if dashed else "-", shrinkA=2, shrinkB=2))
+
+    towers = {
+        "user": (user_color, [8, 17.5, 27, 36.5, 46], ["user_id", "age", "gender", "occupation", "zip code"],
+                 27.0, "history\n(items rated before)"),
+        "item": (item_color, [57, 68.5, 80, 91.5], ["item_id", "genres", "year", "title words"], 74.0, None),
+    }
+    for side, (color, xs, names, centre, _) in towers.items():
+        ax.text(centre, 60, f"{side} tower", ha="center", va="center", fontsize=12, color=color,
+                fontweight="bold")
+        for x, name in zip(xs, names):
+            pooled = name in ("genres", "title words")
+            box(x, 53, name, color, width=9.0 if side == "user" else 10.0)
+            box(x, 45, "mean of\nembeddings" if pooled else "embedding", color, width=9.0, fill=0.05, size=8)
+            arrow(x, 50.8, x, 47.4)
+            arrow(x, 42.6, centre, 35.4)
+        box(centre, 33, "concatenate", color, width=18)
+        box(centre, 25, "MLP (0, 1 or 2 hidden layers)", color, width=26)
+        box(centre, 17, "L2-normalise (optional)", color, width=24)
+        arrow(centre, 30.8, centre, 27.2)
+        arrow(centre, 22.8, centre, 19.2)
+        symbol = "u" if side == "user" else "v"
+        box(centre, 9, f"${symbol}$  ($d$ numbers)", color, width=16, fill=0.3)
+        arrow(centre, 14.8, centre, 11.2)
+    # the history: the user's past items, pooled through the item tower's item_id table
+    box(8, 33, "history:\nmean of item_id\nembeddings", shared, width=12, height=6.5, size=8)
+    arrow(14.3, 33, 17.8, 33)
+    arrow(57, 42.6, 9, 36.4, color=shared, dashed=True)
+    ax.text(50, 36.9, "the same item_id table", color=shared, fontsize=8, ha="center", rotation=-7)
+    box(50.5, 2.6, r"score$(u, v) = \langle u, v \rangle / \tau$", "0.2", width=28, height=4.0, fill=0.06,
+        size=10)
+    arrow(27.0, 6.8, 38.0, 3.2)
+    arrow(74.0, 6.8, 63.0, 3.2)
+    return ax

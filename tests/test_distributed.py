@@ -63,17 +63,21 @@ def test_the_one_worker_loop_is_the_books_training_loop(train):
     assert parameter_gap(run.recommender.model, model) < 1e-6
 
 
-@pytest.mark.parametrize("frequency", ["static", "streaming"])
-def test_two_workers_with_global_negatives_match_one_process_with_the_global_batch(train, frequency):
-    one = train_data_parallel(recommender(frequency=frequency), train, DataParallelConfig(world_size=1, epochs=2))
-    two = train_data_parallel(recommender(frequency=frequency), train, DataParallelConfig(world_size=2, epochs=2))
+@pytest.mark.parametrize("negatives, frequency", [("in-batch", "static"), ("in-batch", "streaming"),
+                                                   ("mixed", "static")])
+def test_two_workers_with_global_negatives_match_one_process_with_the_global_batch(train, negatives, frequency):
+    def make():
+        return recommender(negatives=negatives, frequency=frequency, num_negatives=8)
+
+    one = train_data_parallel(make(), train, DataParallelConfig(world_size=1, epochs=2))
+    two = train_data_parallel(make(), train, DataParallelConfig(world_size=2, epochs=2))
     assert parameter_gap(one.recommender.model, two.recommender.model) < 1e-4
     np.testing.assert_allclose(two.history["train_loss"], one.history["train_loss"], rtol=1e-4)
     assert two.history["examples"].tolist() == [len(train.frame)] * 2
+    if negatives == "mixed":
+        return
     # local negatives are another objective: the replicas still agree, but with the single process no more
-    local = train_data_parallel(
-        recommender(frequency=frequency), train, DataParallelConfig(world_size=2, epochs=2, negatives="local")
-    )
+    local = train_data_parallel(make(), train, DataParallelConfig(world_size=2, epochs=2, negatives="local"))
     assert parameter_gap(one.recommender.model, local.recommender.model) > 1e-3
     assert (local.history["train_loss"] < one.history["train_loss"]).all()  # fewer negatives: an easier softmax
 
@@ -86,11 +90,19 @@ def test_a_failing_worker_stops_the_run_with_its_error_in_bounded_time(train):
     assert time.perf_counter() - start < 60
 
 
+def test_a_last_partial_global_batch_is_dropped():
+    data = tiny_train(per_user=17)  # 408 examples: 12 global batches of 32, and 24 left over
+    run = train_data_parallel(recommender(), data, DataParallelConfig(world_size=1, epochs=1))
+    assert run.history["examples"].tolist() == [384]
+
+
 def test_bad_runs_are_refused_before_any_process_starts(train):
     with pytest.raises(ValueError, match="not divisible by world_size=3"):
         train_data_parallel(recommender(), train, DataParallelConfig(world_size=3))
     with pytest.raises(ValueError, match="'in-batch' or 'mixed'"):
         train_data_parallel(recommender(negatives="uniform"), train, DataParallelConfig(world_size=2))
+    with pytest.raises(ValueError, match="positives='weighted' is not supported"):
+        train_data_parallel(recommender(positives="weighted"), train, DataParallelConfig(world_size=2))
     with pytest.raises(ValueError, match="world_size must be"):
         DataParallelConfig(world_size=0)
     with pytest.raises(ValueError, match="negatives must be"):

@@ -100,6 +100,11 @@ def test_plan_memory_reads_a_plan():
                      "item_table": Sharding([Shard([6, 2], 0), Shard([6, 2], 1)])}}
 
     memory = plan_memory(Plan(), world_size=2)
+    Plan.plan[""]["user_table"].sharding_spec = None  # data_parallel: a replica on every worker
+    with pytest.raises(ValueError, match="replicated"):
+        plan_memory(Plan(), world_size=2)
+    replicated = plan_memory(Plan(), world_size=2, table_shapes={"user_table": (10, 4)})
+    assert (replicated["table bytes"] == [(10 * 4 + 6 * 2) * 4] * 2).all()
     assert memory.loc[0, "table bytes"] == 6 * 2 * 4
     assert memory.loc[1, "table bytes"] == (10 * 4 + 6 * 2) * 4
     assert memory.loc[1, "optimizer bytes"] == (10 + 6) * 4

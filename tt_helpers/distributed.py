@@ -12,7 +12,7 @@ only sees its own ``B`` examples trains with ``B - 1`` negatives instead of ``W 
    ids (``[W B]``) with a plain ``all_gather``;
 3. the logQ correction uses the *global* batch's expected counts (``W B p_j``; with the streaming estimator,
    every worker records the same global ids, so the estimator's arrays stay identical on every worker without
-   any extra communication);
+   any extra communication; with ``negatives="local"`` each worker estimates from its own batches);
 4. accidental hits are masked against the global candidates (a candidate that is the user's positive, or any
    of the user's training positives);
 5. each worker's loss is the mean over its ``B`` examples of the ``(1 + W B)``-way softmax; DDP averages the
@@ -20,12 +20,16 @@ only sees its own ``B`` examples trains with ``B - 1`` negatives instead of ``W 
    worker's loss, so the step is exactly that of one process training on the global batch.
 
 Step 5 is the equivalence the book tests: 2 workers with ``B`` examples each take the same steps as 1 process
-with ``2 B``, up to floating-point summation order. ``negatives="local"`` skips steps 2-4's gathering (each
-worker's own batch only), to measure what the global batch is worth.
+with ``2 B``, up to floating-point summation order. (With per-example weights it would not hold, since each
+worker normalises by its own weights: ``positives="weighted"`` is refused.) Every worker reads the whole
+training set and takes its slice of each global batch; a last, partial global batch is dropped.
+``negatives="local"`` skips steps 2-4's gathering (each worker's own batch only), to measure what the global
+batch is worth.
 
 Workers are spawned with ``torch.multiprocessing`` on the ``gloo`` backend over loopback (CPU), each with
 ``threads_per_worker`` torch threads. A worker that raises stops the run with that worker's error (the others
-are terminated), and every collective has a timeout, so a run never hangs.
+are terminated), and every collective has a timeout (``timeout_s``), so a worker stuck in a collective raises
+instead of waiting for ever.
 """
 
 from __future__ import annotations
@@ -34,8 +38,10 @@ import dataclasses
 import datetime
 import errno
 import logging
+import os
 import pathlib
 import socket
+import sys
 import tempfile
 import time
 import warnings
@@ -234,8 +240,16 @@ def quiet_worker() -> None:
     logging.getLogger("torch").setLevel(logging.ERROR)
 
 
+def use_loopback() -> None:
+    """Keep gloo's traffic on the loopback interface (the rendezvous alone is on 127.0.0.1: gloo otherwise
+    picks the interface of the machine's hostname). ``GLOO_SOCKET_IFNAME`` set by the caller wins."""
+    if "GLOO_SOCKET_IFNAME" not in os.environ:
+        os.environ["GLOO_SOCKET_IFNAME"] = "lo0" if sys.platform == "darwin" else "lo"
+
+
 def _spawned(rank: int, jobs, train, config: DataParallelConfig, port: int, result_dir: str) -> None:
     quiet_worker()
+    use_loopback()
     torch.set_num_threads(config.threads_per_worker)
     dist.init_process_group("gloo", init_method=f"tcp://{LOOPBACK}:{port}", rank=rank,
                             world_size=config.world_size, timeout=datetime.timedelta(seconds=config.timeout_s))
@@ -289,6 +303,12 @@ def check_run(recommender: TwoTowerRecommender, config: DataParallelConfig) -> N
         raise ValueError(
             f"data-parallel training gathers in-batch negatives; TrainConfig.negatives must be 'in-batch' or "
             f"'mixed', got {training.negatives!r}"
+        )
+    if training.positives == "weighted":
+        raise ValueError(
+            "positives='weighted' is not supported by the data-parallel loop: each worker would normalise its "
+            "loss by its own examples' weights, which is not the global batch's weighted mean; use 'any' or "
+            "'liked'"
         )
     if training.embedding_optimizer != "adam":
         raise ValueError("data-parallel training syncs dense gradients: use TrainConfig(embedding_optimizer='adam')")

@@ -5,9 +5,11 @@ when the tables do not fit one worker: 100M items x 64 dims of float32 are 25.6 
 state. TorchRec (Meta's library for recommender models on PyTorch) shards the tables instead: an
 ``EmbeddingBagCollection`` holds the tables, its planner decides where each table (or each block of a
 table's columns or rows) lives, and ``DistributedModelParallel`` routes every lookup to the worker that holds
-the rows (an all-to-all of ids forward, of embeddings backward). The dense part, here nothing but the dot
-product, stays data-parallel. Updates are fused into the backward pass (``apply_optimizer_in_backward``): a
-table's gradient is never materialised, each touched row is updated where it lives.
+the rows (all-to-alls of the ids and then of the embeddings forward, of their gradients backward). The
+dense part, here nothing but the dot product, stays data-parallel. Updates are fused into the backward pass
+(``apply_optimizer_in_backward``): a table's gradient is never materialised, each touched row is updated
+where it lives. Row-wise Adagrad keeps one number per row *of each shard*, so with column-wise shards the
+optimiser itself changes with the layout (one state per block of columns instead of one per row).
 
 This module trains the book's id-only towers that way: a ``user_table`` and an ``item_table`` (TorchRec
 refuses table names that collide with module attributes, such as ``items``), the in-batch softmax over the
@@ -46,6 +48,7 @@ from .distributed import (
     gather_ids,
     gather_with_grad,
     quiet_worker,
+    use_loopback,
 )
 from .examples import training_data
 from .sampling import Batch
@@ -181,15 +184,21 @@ def _build(n_users: int, n_items: int, config: ShardedTablesConfig, group):
     return model, plan
 
 
-def plan_memory(plan, world_size: int, optimizer_floats_per_row: int = 1) -> pd.DataFrame:
+def plan_memory(plan, world_size: int, table_shapes: dict[str, tuple[int, int]] | None = None,
+                optimizer_floats_per_row: int = 1) -> pd.DataFrame:
     """Bytes of table rows each worker holds under ``plan``, and of row-wise Adagrad's state (one float per
-    row of each shard): one row per worker."""
+    row of each shard): one row per worker. A ``data_parallel`` table has no shards (every worker holds all
+    of it): its ``(rows, columns)`` come from ``table_shapes``."""
     rows = {rank: {"table bytes": 0, "optimizer bytes": 0, "shards": []} for rank in range(world_size)}
     for module_plan in plan.plan.values():
         for table, sharding in module_plan.items():
-            for shard in sharding.sharding_spec.shards:
-                rank = int(str(shard.placement).split("rank:")[1].split("/")[0])
-                n_rows, n_cols = shard.shard_sizes
+            if sharding.sharding_spec is None:  # data_parallel: a full replica on every worker
+                if table_shapes is None or table not in table_shapes:
+                    raise ValueError(f"{table} is replicated (data_parallel): pass its shape in table_shapes")
+                placed = [(rank, table_shapes[table]) for rank in range(world_size)]
+            else:
+                placed = [(_rank_of(shard.placement), shard.shard_sizes) for shard in sharding.sharding_spec.shards]
+            for rank, (n_rows, n_cols) in placed:
                 rows[rank]["table bytes"] += n_rows * n_cols * BYTES_PER_FLOAT
                 rows[rank]["optimizer bytes"] += n_rows * optimizer_floats_per_row * BYTES_PER_FLOAT
                 rows[rank]["shards"].append(f"{table}[{n_rows} x {n_cols}]")
@@ -197,6 +206,13 @@ def plan_memory(plan, world_size: int, optimizer_floats_per_row: int = 1) -> pd.
     frame["shards"] = frame["shards"].map(", ".join)
     frame.index.name = "worker"
     return frame
+
+
+def _rank_of(placement) -> int:
+    """The worker of a shard placement (``torch.distributed._remote_device``, or its text ``rank:0/cpu``)."""
+    if hasattr(placement, "rank"):
+        return int(placement.rank())
+    return int(str(placement).split("rank:")[1].split("/")[0])
 
 
 def _lookup(model, user_idx: torch.Tensor, item_idx: torch.Tensor):
@@ -244,12 +260,15 @@ def run_tables_worker(rank: int, train: Interactions, config: ShardedTablesConfi
         history.append({"epoch": epoch, "train_loss": float(total[0] / total[1]), "examples": int(total[1]),
                         "examples_per_s": float(total[1]) / seconds})
     model.eval()
+    shapes = {"user_table": (train.n_users, config.embedding_dim),
+              "item_table": (train.n_items, config.embedding_dim)}
     n = max(train.n_users, train.n_items)  # one lookup of every row (a key's batch must be the same length)
     with torch.no_grad():
         users, items = _lookup(model, torch.arange(n) % train.n_users, torch.arange(n) % train.n_items)
     if rank == 0:
         torch.save({"users": users[: train.n_users].clone(), "items": items[: train.n_items].clone(),
-                    "plan": str(plan), "memory": plan_memory(plan, world).to_dict(orient="index"),
+                    "plan": str(plan),
+                    "memory": plan_memory(plan, world, shapes).to_dict(orient="index"),
                     "history": history}, result_path)
 
 
@@ -264,6 +283,7 @@ def _spawned(rank: int, train: Interactions, configs: list[ShardedTablesConfig],
              ) -> None:
     first = configs[0]
     quiet_worker()
+    use_loopback()
     quiet_torchrec()
     torch.set_num_threads(first.threads_per_worker)
     dist.init_process_group("gloo", init_method=f"tcp://{LOOPBACK}:{port}", rank=rank,
@@ -285,11 +305,11 @@ def train_sharded_tables(train: Interactions, config: ShardedTablesConfig = Shar
 def train_sharded_tables_many(train: Interactions, configs: list[ShardedTablesConfig]) -> list[ShardedTablesRun]:
     """:func:`train_sharded_tables` for several configs (e.g. one per seed) in the same worker processes;
     they must agree on ``world_size``, ``threads_per_worker``, ``port`` and ``timeout_s``."""
-    require_torchrec()
     first = configs[0]
     shared = ("world_size", "threads_per_worker", "port", "timeout_s")
     if any(getattr(c, name) != getattr(first, name) for c in configs for name in shared):
         raise ValueError(f"every config of one launch must have the same {', '.join(shared)}")
+    require_torchrec()
     port = check_port(first.port) if first.port is not None else free_port()
     with tempfile.TemporaryDirectory(prefix="tt-sharded-tables-") as folder:
         try:

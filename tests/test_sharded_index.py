@@ -91,6 +91,12 @@ def test_clear_errors(data, tmp_path):
     (folder / "sharded.json").write_text('{"format": "tt_helpers.sharded_index"', encoding="utf-8")
     with pytest.raises(IndexFileError, match="truncated or corrupted"):
         ShardedIndex.load(folder)
+    good = sharded.save(tmp_path / "t")
+    meta = json.loads((good / "sharded.json").read_text(encoding="utf-8"))
+    meta["rows"][0][0] = meta["rows"][1][0]  # one item in two shards, another in none
+    (good / "sharded.json").write_text(json.dumps(meta), encoding="utf-8")
+    with pytest.raises(IndexFileError, match="exactly one shard"):
+        ShardedIndex.load(good)
     meta = {"format": "tt_helpers.sharded_index", "format_version": 99}
     (folder / "sharded.json").write_text(json.dumps(meta), encoding="utf-8")
     with pytest.raises(IndexFileError, match="version 99"):

@@ -194,10 +194,14 @@ class ShardedIndex:
         index = cls()
         index.shards = [load_index(folder / name, expected_fingerprint) for name in meta["shards"]]
         index._rows = [np.asarray(rows, dtype=np.int64) for rows in meta["rows"]]
-        if [len(r) for r in index._rows] != [len(s) for s in index.shards] or sum(map(len, index._rows)) != meta[
-            "n_items"
-        ]:
-            raise IndexFileError(f"{path} does not match its shard directories: save the sharded index again")
+        covered = np.sort(np.concatenate(index._rows)) if index._rows else np.array([], dtype=np.int64)
+        if [len(r) for r in index._rows] != [len(s) for s in index.shards] or not np.array_equal(
+            covered, np.arange(meta["n_items"])
+        ):
+            raise IndexFileError(
+                f"{path} does not match its shard directories (each item must be in exactly one shard): save the "
+                f"sharded index again"
+            )
         index.shard_kind = type(index.shards[0])
         index.assignment = meta["assignment"]
         ids = np.empty(meta["n_items"], dtype=index.shards[0].ids.dtype)

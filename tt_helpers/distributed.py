@@ -34,6 +34,7 @@ instead of waiting for ever.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
 import errno
@@ -247,19 +248,27 @@ def use_loopback() -> None:
         os.environ["GLOO_SOCKET_IFNAME"] = "lo0" if sys.platform == "darwin" else "lo"
 
 
-def _spawned(rank: int, jobs, train, config: DataParallelConfig, port: int, result_dir: str) -> None:
+@contextlib.contextmanager
+def process_group(rank: int, world_size: int, port: int, timeout_s: float, threads: int):
+    """In a spawned worker: quiet logs, loopback only, ``threads`` torch threads, and a gloo process group
+    (rendezvous on 127.0.0.1:``port``, every collective bounded by ``timeout_s``) for the ``with`` block."""
     quiet_worker()
     use_loopback()
-    torch.set_num_threads(config.threads_per_worker)
-    dist.init_process_group("gloo", init_method=f"tcp://{LOOPBACK}:{port}", rank=rank,
-                            world_size=config.world_size, timeout=datetime.timedelta(seconds=config.timeout_s))
+    torch.set_num_threads(threads)
+    dist.init_process_group("gloo", init_method=f"tcp://{LOOPBACK}:{port}", rank=rank, world_size=world_size,
+                            timeout=datetime.timedelta(seconds=timeout_s))
     try:
+        yield
+    finally:
+        dist.destroy_process_group()
+
+
+def _spawned(rank: int, jobs, train, config: DataParallelConfig, port: int, result_dir: str) -> None:
+    with process_group(rank, config.world_size, port, config.timeout_s, config.threads_per_worker):
         for j, (recommender, epochs) in enumerate(jobs):
             result = run_worker(rank, recommender, train, config, epochs)
             if rank == 0:
                 torch.save(result, pathlib.Path(result_dir) / f"{j}-{RESULT_FILE}")
-    finally:
-        dist.destroy_process_group()
 
 
 # ---------------------------------------------------------------------------- launching
@@ -288,6 +297,22 @@ def check_port(port: int) -> int:
                 ) from err
             raise
     return port
+
+
+def spawn_workers(worker, args: tuple, world_size: int) -> None:
+    """Run ``worker(rank, *args)`` in ``world_size`` spawned processes and wait for all of them. If one raises
+    or dies, the others are terminated and :class:`WorkerFailedError` names it (with its traceback)."""
+    try:
+        torch.multiprocessing.start_processes(worker, args=args, nprocs=world_size, join=True,
+                                              start_method="spawn")
+    except torch.multiprocessing.ProcessRaisedException as err:
+        raise WorkerFailedError(f"worker {err.error_index} of {world_size} failed, so the run was stopped:\n{err}"
+                                ) from None
+    except torch.multiprocessing.ProcessExitedException as err:
+        raise WorkerFailedError(
+            f"worker {err.error_index} of {world_size} exited with code {err.exit_code} (killed, or out of "
+            f"memory), so the run was stopped"
+        ) from None
 
 
 def check_run(recommender: TwoTowerRecommender, config: DataParallelConfig) -> None:
@@ -334,20 +359,7 @@ def train_data_parallel_many(jobs: list[tuple[TwoTowerRecommender, int | None]],
     else:
         port = check_port(config.port) if config.port is not None else free_port()
         with tempfile.TemporaryDirectory(prefix="tt-data-parallel-") as folder:
-            try:
-                torch.multiprocessing.start_processes(
-                    _spawned, args=(jobs, train, config, port, folder), nprocs=config.world_size,
-                    join=True, start_method="spawn",
-                )
-            except torch.multiprocessing.ProcessRaisedException as err:
-                raise WorkerFailedError(
-                    f"worker {err.error_index} of {config.world_size} failed, so the run was stopped:\n{err}"
-                ) from None
-            except torch.multiprocessing.ProcessExitedException as err:
-                raise WorkerFailedError(
-                    f"worker {err.error_index} of {config.world_size} exited with code {err.exit_code} "
-                    f"(killed, or out of memory), so the run was stopped"
-                ) from None
+            spawn_workers(_spawned, (jobs, train, config, port, folder), config.world_size)
             results = [torch.load(pathlib.Path(folder) / f"{j}-{RESULT_FILE}", weights_only=True)
                        for j in range(len(jobs))]
     runs = []
@@ -378,7 +390,9 @@ __all__ = [
     "gather_ids",
     "gather_with_grad",
     "parameter_gap",
+    "process_group",
     "run_worker",
+    "spawn_workers",
     "train_data_parallel",
     "train_data_parallel_many",
 ]

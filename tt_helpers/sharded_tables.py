@@ -26,7 +26,6 @@ TorchRec and fbgemm-gpu-cpu are optional (Linux x86-64 wheels only): ``make venv
 
 from __future__ import annotations
 
-import datetime
 import logging
 import pathlib
 import tempfile
@@ -40,16 +39,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 from . import losses
-from .distributed import (
-    LOOPBACK,
-    WorkerFailedError,
-    check_port,
-    free_port,
-    gather_ids,
-    gather_with_grad,
-    quiet_worker,
-    use_loopback,
-)
+from .distributed import check_port, free_port, gather_ids, gather_with_grad, process_group, spawn_workers
 from .examples import training_data
 from .sampling import Batch
 from .splits import Interactions
@@ -282,17 +272,10 @@ class _Block:
 def _spawned(rank: int, train: Interactions, configs: list[ShardedTablesConfig], port: int, result_dir: str
              ) -> None:
     first = configs[0]
-    quiet_worker()
-    use_loopback()
     quiet_torchrec()
-    torch.set_num_threads(first.threads_per_worker)
-    dist.init_process_group("gloo", init_method=f"tcp://{LOOPBACK}:{port}", rank=rank,
-                            world_size=first.world_size, timeout=datetime.timedelta(seconds=first.timeout_s))
-    try:
+    with process_group(rank, first.world_size, port, first.timeout_s, first.threads_per_worker):
         for j, config in enumerate(configs):
             run_tables_worker(rank, train, config, pathlib.Path(result_dir) / f"{j}-{RESULT_FILE}")
-    finally:
-        dist.destroy_process_group()
 
 
 def train_sharded_tables(train: Interactions, config: ShardedTablesConfig = ShardedTablesConfig()
@@ -312,20 +295,7 @@ def train_sharded_tables_many(train: Interactions, configs: list[ShardedTablesCo
     require_torchrec()
     port = check_port(first.port) if first.port is not None else free_port()
     with tempfile.TemporaryDirectory(prefix="tt-sharded-tables-") as folder:
-        try:
-            torch.multiprocessing.start_processes(
-                _spawned, args=(train, configs, port, folder), nprocs=first.world_size, join=True,
-                start_method="spawn",
-            )
-        except torch.multiprocessing.ProcessRaisedException as err:
-            raise WorkerFailedError(
-                f"worker {err.error_index} of {first.world_size} failed, so the run was stopped:\n{err}"
-            ) from None
-        except torch.multiprocessing.ProcessExitedException as err:
-            raise WorkerFailedError(
-                f"worker {err.error_index} of {first.world_size} exited with code {err.exit_code}, so the run "
-                f"was stopped"
-            ) from None
+        spawn_workers(_spawned, (train, configs, port, folder), first.world_size)
         results = [torch.load(pathlib.Path(folder) / f"{j}-{RESULT_FILE}", weights_only=True)
                    for j in range(len(configs))]
     runs = []

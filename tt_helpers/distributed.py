@@ -66,6 +66,7 @@ from .training import (
     learning_rate_factor,
     make_optimizers,
     make_sampler,
+    optimizer_step,
     set_learning_rates,
     use_logq,
 )
@@ -216,11 +217,7 @@ def run_worker(rank: int, recommender: TwoTowerRecommender, train: Interactions,
                 set_learning_rates(optimizers, learning_rate_factor(training, step, epoch))
             loss = data_parallel_loss(towers, model, batch, sampler, data, training, generator,
                                       config.negatives == "global", world)
-            for opt in optimizers:
-                opt.zero_grad(set_to_none=True)
-            loss.backward()
-            for opt in optimizers:
-                opt.step()
+            optimizer_step(optimizers, loss)
             step += 1
             total += torch.tensor([loss.item() * len(batch.item_idx), len(batch.item_idx)], dtype=torch.float64)
         if world > 1:

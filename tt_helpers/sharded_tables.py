@@ -26,6 +26,7 @@ TorchRec and fbgemm-gpu-cpu are optional (Linux x86-64 wheels only): ``make venv
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import pathlib
 import tempfile
@@ -39,11 +40,20 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 from . import losses
-from .distributed import check_port, free_port, gather_ids, gather_with_grad, process_group, spawn_workers
+from .distributed import (
+    check_port,
+    free_port,
+    gather_ids,
+    gather_with_grad,
+    global_candidate_log_q,
+    process_group,
+    spawn_workers,
+    worker_batches,
+)
 from .examples import training_data
-from .sampling import Batch
+from .sampling import InBatchSampler
 from .splits import Interactions
-from .training import accidental_hits, batches
+from .training import accidental_hits
 
 RESULT_FILE = "tables.pt"
 TORCHREC_HINT = (
@@ -222,29 +232,23 @@ def run_tables_worker(rank: int, train: Interactions, config: ShardedTablesConfi
     world = config.world_size
     data = training_data(train, None, "any")
     model, plan = _build(train.n_users, train.n_items, config, dist.GroupMember.WORLD)
-    probabilities = data.item_probabilities
+    sampler = InBatchSampler(data.item_probabilities)  # logQ: the global batch's expected counts
     generator = torch.Generator().manual_seed(config.seed)
-    local = config.batch_size // world
     history = []
     for epoch in range(1, config.epochs + 1):
         model.train()
         dist.barrier()
         start, total = time.perf_counter(), torch.zeros(2, dtype=torch.float64)
-        for batch in batches(data, config.batch_size, generator, with_history=False):
-            if len(batch.item_idx) < config.batch_size:
-                break  # the last, partial global batch is dropped, as in tt_helpers.distributed
-            rows = slice(rank * local, (rank + 1) * local)
-            mine = Batch(batch.user_idx[rows], batch.item_idx[rows], batch.weight[rows], None)
+        for mine in worker_batches(data, config.batch_size, generator, False, rank, world):
             users, positives = _lookup(model, mine.user_idx, mine.item_idx)
-            candidates = gather_with_grad(positives)  # [W B, d]
-            candidate_ids = gather_ids(mine.item_idx)
-            log_q = torch.log(config.batch_size * probabilities).clamp_min(-30.0)
-            log_q = torch.cat([log_q[mine.item_idx].unsqueeze(1), log_q[candidate_ids].expand(local, -1)], dim=1)
-            blocks = [_Block(candidate_ids)]
+            everyone = dataclasses.replace(mine, item_idx=gather_ids(mine.item_idx))  # the global candidates
+            blocks = sampler.sample(everyone, generator).blocks()
+            log_q = global_candidate_log_q(mine.item_idx, sampler, blocks, config.batch_size)
             is_hit = accidental_hits(mine, blocks, data.positives)
-            loss = losses.retrieval_loss(users, positives, [candidates], config.temperature, log_q, is_hit)
+            loss = losses.retrieval_loss(users, positives, [gather_with_grad(positives)], config.temperature,
+                                         log_q, is_hit)
             loss.backward()  # the fused optimiser updates the touched rows here
-            total += torch.tensor([loss.item() * local, local], dtype=torch.float64)
+            total += torch.tensor([loss.item() * len(mine.item_idx), len(mine.item_idx)], dtype=torch.float64)
         dist.all_reduce(total)
         seconds = time.perf_counter() - start
         history.append({"epoch": epoch, "train_loss": float(total[0] / total[1]), "examples": int(total[1]),
@@ -260,13 +264,6 @@ def run_tables_worker(rank: int, train: Interactions, config: ShardedTablesConfi
                     "plan": str(plan),
                     "memory": plan_memory(plan, world, shapes).to_dict(orient="index"),
                     "history": history}, result_path)
-
-
-@dataclass
-class _Block:
-    """The one candidate block, for :func:`tt_helpers.training.accidental_hits`."""
-
-    ids: torch.Tensor
 
 
 def _spawned(rank: int, train: Interactions, configs: list[ShardedTablesConfig], port: int, result_dir: str

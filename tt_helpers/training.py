@@ -287,6 +287,15 @@ def make_optimizers(model: TwoTowerModel, config: TrainConfig) -> list[torch.opt
     return [torch.optim.Adam(groups)]
 
 
+def optimizer_step(optimizers: list[torch.optim.Optimizer], loss: torch.Tensor) -> None:
+    """One step of every optimiser on ``loss``: clear the gradients, back-propagate, update."""
+    for opt in optimizers:
+        opt.zero_grad(set_to_none=True)
+    loss.backward()
+    for opt in optimizers:
+        opt.step()
+
+
 def learning_rate_factor(config: TrainConfig, step: int, epoch: int) -> float:
     """The schedule, as a factor of each group's base rate: a linear warm-up over the first
     ``warmup_steps`` steps (``step`` counts from 0), times ``lr_decay ** (epoch - 1)``.
@@ -347,11 +356,7 @@ def train_epochs(
             if scheduled:
                 set_learning_rates(optimizers, learning_rate_factor(config, step, epoch))
             loss = batch_loss(model, batch, sampler, config, data, generator)
-            for opt in optimizers:
-                opt.zero_grad(set_to_none=True)
-            loss.backward()
-            for opt in optimizers:
-                opt.step()
+            optimizer_step(optimizers, loss)
             step += 1
             total += loss.item() * len(batch.user_idx)
         row = {"epoch": epoch, "train_loss": total / len(data.examples),

@@ -21,6 +21,7 @@ from .recipe import TwoTowerRecommender
 from .splits import Split
 from .towers import TowerConfig
 from .training import TrainConfig
+from .workers import map_in_workers
 
 Variant = tuple[TowerConfig, "TrainConfig | tuple[TrainConfig, TrainConfig]"]  # one phase, or two (staged)
 DEFAULT_SEEDS = (0, 1, 2)
@@ -212,25 +213,37 @@ def run_variants(
     runs: Runs | None = None,
     refit: bool = True,
     keep_models: bool = False,
+    workers: int | None = None,
     **recommender_kwargs,
 ) -> Runs:
     """Fit each variant once per seed with :func:`fit_on_split` (or :func:`fit_staged` when its training is
     a pair of configs) and record its per-user test results. ``refit``: see :func:`fit_on_split`.
     ``keep_models=True`` keeps each fitted recommender in ``runs.models[name]`` (one per seed), to evaluate
-    them again later (:meth:`Runs.reevaluate`) without refitting."""
+    them again later (:meth:`Runs.reevaluate`) without refitting. The fits run side by side in ``workers``
+    processes (:func:`tt_helpers.workers.map_in_workers`; default one per core): each fit seeds itself, so
+    the results, and the order they are recorded in, are those of fitting one after another."""
     runs = runs if runs is not None else Runs(split.protocol)
-    for name, (tower, training) in variants.items():
-        for seed in seeds:
-            if isinstance(training, tuple):  # staged: two phases
-                first, second = (replace(t, seed=seed) for t in training)
-                fit = fit_staged(split, tower, first, second, users, items, **recommender_kwargs)
-                info = {"second_phase_epochs": fit.second_phase_epochs}
-            else:
-                fit = fit_on_split(split, tower, replace(training, seed=seed), users, items, refit=refit,
-                                   **recommender_kwargs)
-                info = {}
-            summary, per_user = evaluate_detailed(fit.recommender, split, ks, relevant_items)
-            runs.add(name, summary, per_user, seed=seed, best_epoch=fit.best_epoch, **info, **fit.validation)
-            if keep_models:
-                runs.models.setdefault(name, []).append((seed, fit.recommender))
+    ks = tuple(ks)
+
+    def fit_and_evaluate(job: tuple[str, int]) -> tuple[dict, pd.DataFrame, dict, TwoTowerRecommender | None]:
+        name, seed = job
+        tower, training = variants[name]
+        if isinstance(training, tuple):  # staged: two phases
+            first, second = (replace(t, seed=seed) for t in training)
+            fit = fit_staged(split, tower, first, second, users, items, **recommender_kwargs)
+            info = {"second_phase_epochs": fit.second_phase_epochs}
+        else:
+            fit = fit_on_split(split, tower, replace(training, seed=seed), users, items, refit=refit,
+                               **recommender_kwargs)
+            info = {}
+        summary, per_user = evaluate_detailed(fit.recommender, split, ks, relevant_items)
+        info = {"best_epoch": fit.best_epoch, **info, **fit.validation}
+        return summary, per_user, info, fit.recommender if keep_models else None  # a model only if kept
+
+    jobs = [(name, seed) for name in variants for seed in seeds]
+    results = map_in_workers(fit_and_evaluate, jobs, workers)
+    for (name, seed), (summary, per_user, info, recommender) in zip(jobs, results):
+        runs.add(name, summary, per_user, seed=seed, **info)
+        if keep_models:
+            runs.models.setdefault(name, []).append((seed, recommender))
     return runs

@@ -79,8 +79,8 @@ def logit_offsets(log_q: torch.Tensor | None, is_hit: torch.Tensor | None, shape
     loss and keeps the backward pass a plain copy (no masked gradient)."""
     if log_q is None and is_hit is None:
         return None
-    offsets = logq_correction(torch.zeros(shape), log_q) if log_q is not None else torch.zeros(shape)
-    return remove_accidental_hits(offsets, is_hit) if is_hit is not None else offsets
+    offsets = -log_q.expand(shape) if log_q is not None else torch.zeros(shape)  # = logq_correction(0, log_q)
+    return offsets.masked_fill_(is_hit, NEG_INF) if is_hit is not None else offsets  # = remove_accidental_hits
 
 
 def softmax_cross_entropy(logits: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:

@@ -272,10 +272,13 @@ class PositiveSet:
             self.dense[torch.as_tensor(user_idx), torch.as_tensor(item_idx)] = True
             self.flat = self.dense.view(-1).view(torch.uint8)
         self.keys = torch.from_numpy(np.unique(user_idx * n_items + item_idx))
+        self.catalogue = torch.arange(n_items)  # the full softmax's candidate ids, recognised in contains
 
     def contains(self, user_idx: torch.Tensor, item_ids: torch.Tensor) -> torch.Tensor:
         """``[B]`` users and ``[M]`` or ``[B, M]`` items -> bool ``[B, M]``."""
         if item_ids.dim() == 1:
+            if self.dense is not None and len(item_ids) == self.n_items and torch.equal(item_ids, self.catalogue):
+                return self.mask(user_idx, self.n_items)  # the full softmax's candidates: whole rows
             item_ids = item_ids.unsqueeze(0)
         if self.dense is not None:  # one flat byte gather (index_select is the fastest CPU path for it)
             known = user_idx < len(self.dense)
@@ -289,7 +292,11 @@ class PositiveSet:
 
     def mask(self, user_idx: torch.Tensor, n_items: int) -> torch.Tensor:
         """Bool ``[B, n_items]``: True where the item is a positive of that user."""
-        return self.contains(user_idx, torch.arange(n_items))
+        if self.dense is None or n_items != self.n_items:
+            return self.contains(user_idx, torch.arange(n_items).unsqueeze(0))
+        known = user_idx < len(self.dense)
+        rows = self.dense.index_select(0, torch.where(known, user_idx, 0))  # one row copy per user
+        return rows if known.all() else rows & known.unsqueeze(1)
 
 
 class ScheduledSampler(NegativeSampler):

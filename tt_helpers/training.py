@@ -21,6 +21,7 @@ from tqdm import tqdm
 from . import losses
 from .examples import POSITIVE_RULES, PositiveRule, SamplerFactory, TrainingData, positive_examples, training_data
 from .frequency import StreamingFrequencyEstimator
+from .repro import keep_freed_memory
 from .sampling import (
     Batch,
     FullCatalogueSampler,
@@ -227,8 +228,13 @@ def candidate_embeddings(model: TwoTowerModel, neg: Negatives, positives: torch.
     they occur (per-example negatives ``[B, M]`` repeat the same items many times)."""
     flat = neg.ids.reshape(-1)
     extra = flat[neg.n_from_batch :]
-    unique, inverse = torch.unique(extra, return_inverse=True)
-    extra_emb = model.item_embeddings(unique)[inverse] if len(extra) else positives[:0]
+    if not len(extra):
+        extra_emb = positives[:0]
+    elif len(extra) == model.n_items and torch.equal(extra, torch.arange(model.n_items)):  # the full softmax
+        extra_emb = model.item_embeddings(extra)  # already distinct and in order: nothing to deduplicate
+    else:
+        unique, inverse = torch.unique(extra, return_inverse=True)
+        extra_emb = model.item_embeddings(unique)[inverse]
     emb = torch.cat([positives, extra_emb]) if neg.n_from_batch else extra_emb
     return emb.reshape(*neg.ids.shape, -1)
 
@@ -284,7 +290,7 @@ def make_optimizers(model: TwoTowerModel, config: TrainConfig) -> list[torch.opt
     groups = [{"params": tables, "lr": config.learning_rate}]
     if dense:
         groups.append({"params": dense, "lr": config.dense_learning_rate})
-    return [torch.optim.Adam(groups)]
+    return [torch.optim.Adam(groups, )]
 
 
 def optimizer_step(optimizers: list[torch.optim.Optimizer], loss: torch.Tensor) -> None:
@@ -334,6 +340,7 @@ def train_epochs(
             f"(sparse_embeddings={model.sparse_embeddings}): build the model with "
             "TwoTowerModel(..., sparse_embeddings=(embedding_optimizer == 'sparse_adam'))"
         )
+    keep_freed_memory()  # the same large temporaries every step: reuse them rather than page-fault them in
     generator = generator or torch.Generator().manual_seed(config.seed)
     sampler = make_sampler(config, data)
     optimizers = make_optimizers(model, config)

@@ -1,0 +1,84 @@
+"""Fits in worker processes: the same results, in the same order, as one after another."""
+
+import multiprocessing
+import os
+
+import pandas as pd
+import pytest
+import torch
+
+from tt_helpers import workers
+from tt_helpers.experiments import run_variants
+from tt_helpers.towers import TowerConfig
+from tt_helpers.training import TrainConfig
+
+from test_experiments import tiny_split
+
+needs_fork = pytest.mark.skipif(
+    "fork" not in multiprocessing.get_all_start_methods(), reason="worker processes are forked"
+)
+
+
+@needs_fork
+def test_results_come_back_in_order_from_other_processes_that_see_the_callers_state():
+    offset = 1000  # a closure: the forked workers inherit it, nothing is pickled but arguments and results
+
+    def job(x):
+        return x + offset, os.getpid(), torch.get_num_threads()
+
+    out = workers.map_in_workers(job, range(6), workers=2)
+    assert [value for value, _, _ in out] == [1000 + x for x in range(6)]
+    assert os.getpid() not in {pid for _, pid, _ in out}  # computed elsewhere
+    assert {threads for _, _, threads in out} == {1}  # one torch thread per worker
+
+
+def test_one_worker_runs_the_jobs_here():
+    out = workers.map_in_workers(lambda x: (x * 2, os.getpid()), [1, 2, 3], workers=1)
+    assert out == [(2, os.getpid()), (4, os.getpid()), (6, os.getpid())]
+    assert workers.map_in_workers(lambda x: x, [], workers=2) == []
+
+
+@needs_fork
+def test_an_exception_in_a_job_is_raised_to_the_caller():
+    def job(x):
+        if x == 2:
+            raise ValueError("job 2 failed")
+        return x
+
+    with pytest.raises(ValueError, match="job 2 failed"):
+        workers.map_in_workers(job, range(4), workers=2)
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.5, True])
+def test_worker_count_is_validated(bad):
+    with pytest.raises(ValueError, match="workers must be a positive integer"):
+        workers.map_in_workers(lambda x: x, [1, 2], workers=bad)
+
+
+def test_default_worker_count_comes_from_the_environment(monkeypatch):
+    monkeypatch.setenv("TT_HELPERS_WORKERS", "3")
+    assert workers.default_workers() == 3
+    monkeypatch.setenv("TT_HELPERS_WORKERS", "many")
+    with pytest.raises(ValueError, match="TT_HELPERS_WORKERS"):
+        workers.default_workers()
+    monkeypatch.delenv("TT_HELPERS_WORKERS")
+    assert workers.default_workers() >= 1
+
+
+@needs_fork
+def test_run_variants_gives_identical_results_with_one_or_two_workers():
+    split = tiny_split()
+    training = TrainConfig(progress=False, batch_size=16, max_epochs=3)
+    variants = {
+        "in-batch": (TowerConfig(embedding_dim=8), training),
+        "uniform": (TowerConfig(embedding_dim=8), TrainConfig(progress=False, batch_size=16, max_epochs=3,
+                                                              negatives="uniform", num_negatives=8)),
+    }
+    here = run_variants(split, variants, seeds=(0, 1, 2), ks=(5,), workers=1)
+    forked = run_variants(split, variants, seeds=(0, 1, 2), ks=(5,), workers=2, keep_models=True)
+    pd.testing.assert_frame_equal(here.frame(), forked.frame(), check_exact=True)
+    for name in variants:
+        for a, b in zip(here.per_user[name], forked.per_user[name]):
+            pd.testing.assert_frame_equal(a, b, check_exact=True)
+    assert [seed for seed, _ in forked.models["uniform"]] == [0, 1, 2]
+    assert here.models == {}  # nothing kept unless asked

@@ -6,13 +6,12 @@ import os
 import pandas as pd
 import pytest
 import torch
+from test_experiments import tiny_split
 
 from tt_helpers import workers
 from tt_helpers.experiments import run_variants
 from tt_helpers.towers import TowerConfig
 from tt_helpers.training import TrainConfig
-
-from test_experiments import tiny_split
 
 needs_fork = pytest.mark.skipif(
     "fork" not in multiprocessing.get_all_start_methods(), reason="worker processes are forked"

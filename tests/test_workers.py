@@ -81,3 +81,9 @@ def test_run_variants_gives_identical_results_with_one_or_two_workers():
             pd.testing.assert_frame_equal(a, b, check_exact=True)
     assert [seed for seed, _ in forked.models["uniform"]] == [0, 1, 2]
     assert here.models == {}  # nothing kept unless asked
+
+
+@needs_fork
+def test_a_result_that_cannot_be_pickled_gets_an_error_that_says_what_to_do():
+    with pytest.raises(TypeError, match="picklable.*workers=1"):
+        workers.map_in_workers(lambda x: (lambda: x), [1, 2], workers=2)

@@ -1,4 +1,10 @@
-"""Simulated impressions for MovieLens, and the negative samplers that train on them (chapter 3).
+"""Impression negatives: the samplers that train on them (chapter 3), and a replay of MovieLens' ratings.
+
+The samplers (:class:`ImpressionNegativeSampler`, :func:`impression_negatives`, :func:`random_and_impressions`,
+:func:`staged_impressions`) take any log with ``user_idx`` and ``item_idx`` columns through
+:class:`ImpressionLog`; chapter 3 feeds them the semi-synthetic world of :mod:`tt_helpers.world`, whose
+engagement depends on what was shown. The replay below (:func:`simulate_impressions`) cannot test a claim
+about impressions, for the reasons it lists; it is kept to run the machinery on the recorded ratings.
 
 **Why simulate.** Production logs record *impressions*: the items a user was shown. An impression the user
 did not engage with is a "negative impression" (shown, not chosen), a different kind of negative from the
@@ -433,16 +439,52 @@ def _split_count(num_negatives: int, share: float) -> tuple[int, int]:
     return num_negatives - n_imp, n_imp
 
 
+@dataclass(frozen=True)
+class _ImpressionsOnly:
+    num_negatives: int
+    key: str
+
+    def __call__(self, data: TrainingData) -> NegativeSampler:
+        return ImpressionNegativeSampler.from_training(data, self.num_negatives, self.key)
+
+
+@dataclass(frozen=True)
+class _RandomAndImpressions:
+    num_negatives: int
+    share: float
+    key: str
+    extra_log_q: str = "base"
+
+    def __call__(self, data: TrainingData) -> NegativeSampler:
+        n_random, n_imp = _split_count(self.num_negatives, self.share)
+        imp = ImpressionNegativeSampler.from_training(data, n_imp, self.key)
+        if n_random == 0:
+            return imp
+        return WithPerExampleNegatives(UniformSampler(data.n_items, n_random), imp, extra_log_q=self.extra_log_q)
+
+
+@dataclass(frozen=True)
+class _StagedImpressions:
+    random_epochs: int
+    later: _RandomAndImpressions
+
+    def __call__(self, data: TrainingData) -> NegativeSampler:
+        first = UniformSampler(data.n_items, self.later.num_negatives)
+        return ScheduledSampler([(1, first), (self.random_epochs + 1, self.later(data))])
+
+
+# The factories are small frozen classes rather than closures so that a fitted recommender whose config
+# holds one can be pickled (it comes back from a worker process, :mod:`tt_helpers.workers`).
+
+
 def impression_negatives(num_negatives: int = 32, key: str = "impressions") -> SamplerFactory:
     """``TrainConfig.negatives`` factory: impression negatives only (:class:`ImpressionNegativeSampler`)."""
-
-    def factory(data: TrainingData) -> NegativeSampler:
-        return ImpressionNegativeSampler.from_training(data, num_negatives, key)
-
-    return factory
+    return _ImpressionsOnly(num_negatives, key)
 
 
-def random_and_impressions(num_negatives: int = 256, share: float = 0.1, key: str = "impressions") -> SamplerFactory:
+def random_and_impressions(
+    num_negatives: int = 256, share: float = 0.1, key: str = "impressions", weight: str = "like uniform"
+) -> SamplerFactory:
     """``TrainConfig.negatives`` factory: ``num_negatives`` candidates in all, a ``share`` of them impression
     negatives (per example) and the rest uniform over the catalogue (shared by the batch). With
     ``share=1`` no uniform candidates are left: that is :func:`impression_negatives`.
@@ -451,16 +493,15 @@ def random_and_impressions(num_negatives: int = 256, share: float = 0.1, key: st
     :class:`tt_helpers.sampling.WithPerExampleNegatives`): each weighs in the softmax exactly like one random
     negative, i.e. they are extra *labelled* negatives. Giving them their own proposal probability
     (``m / pool size``, far above the uniform ``1 / n_items``) would shrink their weight by the ratio and, in
-    expectation, cancel the emphasis they are added for (see :class:`ImpressionNegativeSampler`)."""
-    n_random, n_imp = _split_count(num_negatives, share)
-
-    def factory(data: TrainingData) -> NegativeSampler:
-        imp = ImpressionNegativeSampler.from_training(data, n_imp, key)
-        if n_random == 0:
-            return imp
-        return WithPerExampleNegatives(UniformSampler(data.n_items, n_random), imp, extra_log_q="base")
-
-    return factory
+    expectation, cancel the emphasis they are added for (see :class:`ImpressionNegativeSampler`).
+    ``weight="uncorrected"`` gives them ``log_q = 0`` instead while the uniform candidates keep their
+    correction, so each impression weighs ``n_items / M`` times less than a uniform draw (the comparison of
+    chapter 3)."""
+    _split_count(num_negatives, share)  # validates the share now, not at the first fit
+    modes = {"like uniform": "base", "uncorrected": "sampler"}
+    if weight not in modes:
+        raise ValueError(f"weight must be one of {list(modes)}, got {weight!r}")
+    return _RandomAndImpressions(num_negatives, share, key, modes[weight])
 
 
 def staged_impressions(
@@ -474,12 +515,7 @@ def staged_impressions(
     :func:`tt_helpers.experiments.run_variants` the pair ``(first_config, second_config)``."""
     if random_epochs < 1:
         raise ValueError(f"random_epochs must be at least 1, got {random_epochs}")
-    later = random_and_impressions(num_negatives, share, key)
-
-    def factory(data: TrainingData) -> NegativeSampler:
-        return ScheduledSampler([(1, UniformSampler(data.n_items, num_negatives)), (random_epochs + 1, later(data))])
-
-    return factory
+    return _StagedImpressions(random_epochs, random_and_impressions(num_negatives, share, key))
 
 
 # --------------------------------------------------------------------------- diagnostics

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import pickle
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any
@@ -45,7 +46,16 @@ def _start_worker() -> None:
 
 def _run(arg: Any) -> Any:
     assert _JOB is not None, "worker started without a job"
-    return _JOB(arg)
+    result = _JOB(arg)
+    try:
+        pickle.dumps(result)
+    except (pickle.PicklingError, AttributeError, TypeError) as error:
+        raise TypeError(
+            f"a job's result must be picklable to come back from a worker process, and this one is not ({error}); "
+            "e.g. a model whose config holds a lambda or a local function: use a module-level function or a "
+            "class, or run with workers=1"
+        ) from None
+    return result
 
 
 def map_in_workers(job: Callable[[Any], Any], args: Sequence[Any], workers: int | None = None) -> list[Any]:

@@ -1,0 +1,153 @@
+"""The semi-synthetic world: calibration, time order, a policy that sees only the past, determinism."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from tt_helpers.catalog import Catalog
+from tt_helpers.world import World, WorldConfig, calibrate_offset, simulate_world, true_preference_scores
+
+N_USERS, N_ITEMS = 60, 120
+
+
+@pytest.fixture(scope="module")
+def ratings():
+    rng = np.random.default_rng(0)
+    taste = rng.normal(size=(N_USERS, 4)) @ rng.normal(size=(4, N_ITEMS))  # low-rank preferences
+    rows = []
+    for u in range(N_USERS):
+        for i in np.argsort(-taste[u])[: rng.integers(10, 30)]:
+            rows.append((f"u{u}", 500 + int(i), int(rng.integers(1, 6)), int(rng.integers(10**6))))
+    return pd.DataFrame(rows, columns=["user_id", "item_id", "rating", "timestamp"])
+
+
+@pytest.fixture(scope="module")
+def catalog(ratings):
+    return Catalog.from_frames(ratings)
+
+
+def simulate(ratings, catalog, **overrides) -> World:
+    config = WorldConfig(**{"periods": 5, "slate_size": 10, "engaged_share": 0.05, **overrides})
+    return simulate_world(ratings, catalog, config)
+
+
+def test_calibrated_offset_gives_the_target_mean_probability():
+    logits = torch.randn(10_000) * 2 - 1
+    for target in (0.01, 0.05, 0.5):
+        offset = calibrate_offset(logits, target)
+        assert float(torch.sigmoid(logits.double() + offset).mean()) == pytest.approx(target, abs=1e-6)
+    with pytest.raises(ValueError, match="target"):
+        calibrate_offset(logits, 1.0)
+
+
+def test_a_uniform_slate_is_engaged_with_at_the_calibrated_share(ratings, catalog):
+    world = simulate(ratings, catalog, periods=3, slate_size=35, exploration=1.0, engaged_share=0.08)
+    share = world.log["engaged"].mean()
+    n = len(world.log)
+    assert share == pytest.approx(0.08, abs=4 * np.sqrt(0.08 * 0.92 / n))  # within 4 binomial sd
+    assert float(world.probabilities.mean()) == pytest.approx(0.08, abs=1e-4)  # the calibration target
+
+
+def test_truth_scores_are_standardised_and_follow_the_ratings(ratings, catalog):
+    z = true_preference_scores(ratings, catalog)
+    assert tuple(z.shape) == (catalog.n_users, catalog.n_items)
+    assert float(z.mean()) == pytest.approx(0.0, abs=1e-5)
+    assert float(z.std()) == pytest.approx(1.0, abs=1e-4)
+
+
+def test_the_same_seed_gives_the_same_world_and_another_seed_another(ratings, catalog):
+    a, b = simulate(ratings, catalog), simulate(ratings, catalog)
+    pd.testing.assert_frame_equal(a.log, b.log)
+    c = simulate(ratings, catalog, seed=1)
+    assert not a.log["item_idx"].equals(c.log["item_idx"])
+
+
+def test_the_policy_sees_only_the_past(ratings, catalog):
+    # simulating two more periods must leave the first five untouched: what was shown and engaged in a
+    # period depends on the earlier periods only
+    short, longer = simulate(ratings, catalog, periods=5), simulate(ratings, catalog, periods=7)
+    pd.testing.assert_frame_equal(short.log, longer.log[longer.log["period"] < 5].reset_index(drop=True))
+
+
+def test_slates_hold_distinct_items_never_engaged_with_before(ratings, catalog):
+    world = simulate(ratings, catalog, periods=6)
+    log = world.log
+    assert not log.duplicated(["user_idx", "period", "item_idx"]).any()
+    engaged = log[log["engaged"]]
+    first = engaged.groupby(["user_idx", "item_idx"])["period"].min()
+    shown_after = log.merge(first.rename("first").reset_index(), on=["user_idx", "item_idx"])
+    assert (shown_after["period"] <= shown_after["first"]).all()  # never shown again once engaged
+    assert engaged.duplicated(["user_idx", "item_idx"]).sum() == 0
+
+
+def test_exploration_sets_the_share_of_random_slots(ratings, catalog):
+    world = simulate(ratings, catalog, exploration=0.3)
+    later = world.log[world.log["period"] > 0]
+    assert (later.groupby(["user_idx", "period"])["source"].apply(lambda s: (s == "exploration").sum()) == 3).all()
+    assert (world.log[world.log["period"] == 0]["source"] == "exploration").all()  # nothing logged yet
+    policy_only = simulate(ratings, catalog, exploration=0.0)
+    assert (policy_only.log[policy_only.log["period"] > 0]["source"] == "policy").all()
+
+
+def test_position_bias_scales_the_probability_of_lower_slots(ratings, catalog):
+    flat = simulate(ratings, catalog, position_decay=0.0)
+    biased = simulate(ratings, catalog, position_decay=1.0)
+    row = biased.log.iloc[3]
+    truth = float(biased.probabilities[row["user_idx"], row["item_idx"]])
+    assert row["probability"] == pytest.approx(truth / (1 + row["position"]), rel=1e-6)
+    assert biased.log["engaged"].mean() < flat.log["engaged"].mean()
+
+
+def test_time_cuts_keep_later_periods_out_of_earlier_training_data(ratings, catalog):
+    world = simulate(ratings, catalog, periods=6)
+    split = world.split()
+    assert split.train.frame["period"].max() == 4 and set(split.test.frame["period"]) == {5}
+    validation = split.validation()
+    assert validation.train.frame["period"].max() == 3 and set(validation.test.frame["period"]) == {4}
+    log = world.impression_log()
+    from tt_helpers.examples import training_data
+
+    for train, last in ((split.train, 4), (validation.train, 3)):
+        negatives = log.for_training(training_data(train, None, "any"))
+        assert negatives["period"].max() <= last  # no impression from a later period
+        assert not negatives["engaged"].any()  # impressions without engagement only
+    assert len(split.train.frame) + len(split.test.frame) == int(world.log["engaged"].sum())
+
+
+def test_truth_split_asks_for_each_users_truly_best_unengaged_items(ratings, catalog):
+    world = simulate(ratings, catalog, periods=6)
+    split, truth = world.split(), world.truth_split(top_n=5)
+    test_users = set(split.test.frame["user_idx"])
+    assert set(truth.test.frame["user_idx"]) == test_users
+    assert (truth.test.frame.groupby("user_idx").size() == 5).all()
+    trained = set(zip(split.train.frame["user_idx"], split.train.frame["item_idx"]))
+    assert not trained & set(zip(truth.test.frame["user_idx"], truth.test.frame["item_idx"]))
+    user = next(iter(sorted(test_users)))
+    chosen = truth.test.frame[truth.test.frame["user_idx"] == user]["item_idx"].to_numpy()
+    p = world.probabilities[user].clone()
+    p[[i for u, i in trained if u == user]] = -1
+    assert set(chosen) == set(torch.topk(p, 5).indices.tolist())
+
+
+@pytest.mark.parametrize("bad, message", [
+    ({"periods": 2}, "periods"), ({"exploration": 1.5}, "exploration"), ({"engaged_share": 0}, "engaged_share"),
+    ({"preference_strength": -1}, "preference_strength"), ({"slate_size": 0}, "slate_size"),
+])
+def test_world_config_is_validated(bad, message):
+    with pytest.raises(ValueError, match=message):
+        WorldConfig(**bad)
+
+
+def test_negative_profile_describes_each_kind_against_the_truth(ratings, catalog):
+    world = simulate(ratings, catalog, periods=6)
+    profile = world.negative_profile(seed=0, would_like_top=10)
+    assert list(profile.index) == ["uniform", "in-batch", "impression", "(the positives)"]
+    train = world.split().train.frame
+    users, items = train["user_idx"].to_numpy(copy=True), train["item_idx"].to_numpy(copy=True)
+    direct = float(world.probabilities[torch.as_tensor(users), torch.as_tensor(items)].mean())
+    assert profile.loc["(the positives)", "mean true probability"] == pytest.approx(direct, rel=1e-6)
+    popularity = profile["median training engagements"]
+    assert popularity["in-batch"] >= popularity["uniform"]  # drawn in proportion to popularity
+    assert profile.loc["uniform", "negatives"] == len(train)
+    assert 0 < profile.loc["impression", "negatives"] <= len(train)  # users without a pool get none

@@ -63,7 +63,9 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=1000, help="queries per synthetic corpus, each timed alone")
     parser.add_argument("--exact-queries", type=int, default=200, help="queries timed alone for exact search")
     parser.add_argument("--n-trees", type=int, nargs="+", default=[10, 50, 100])
-    parser.add_argument("--search-k", type=int, nargs="+", default=[1000, 2000, 5000, 10000, 20000, 50000])
+    parser.add_argument(
+        "--search-k", type=int, nargs="+", default=[1000, 2000, 3000, 4000, 5000, 10000, 20000, 50000]
+    )
     parser.add_argument("--dot-trees", type=int, default=50, help="n_trees of Annoy's own dot metric")
     parser.add_argument("--nprobe", type=int, nargs="+", default=[1, 4, 8, 16, 32, 64])
     parser.add_argument("--ef", type=int, nargs="+", default=[10, 20, 50, 100, 200])

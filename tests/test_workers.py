@@ -81,6 +81,20 @@ def test_run_variants_gives_identical_results_with_one_or_two_workers():
             pd.testing.assert_frame_equal(a, b, check_exact=True)
     assert [seed for seed, _ in forked.models["uniform"]] == [0, 1, 2]
     assert here.models == {}  # nothing kept unless asked
+    kept = forked.models["uniform"][1][1]  # came back from a worker: usable, and the same fit
+    again = run_variants(split, {"uniform": variants["uniform"]}, seeds=(1,), ks=(5,), workers=1, keep_models=True)
+    users = torch.arange(split.catalog.n_users)
+    assert torch.equal(kept.score(users), again.models["uniform"][0][1].score(users))
+
+
+@needs_fork
+def test_a_nested_call_in_a_worker_runs_there():
+    def outer(x):
+        return workers.map_in_workers(lambda y: (y, os.getpid()), [x, x + 1], workers=2)
+
+    for pairs in workers.map_in_workers(outer, [0, 10], workers=2):
+        assert len({pid for _, pid in pairs}) == 1  # both inner jobs in the outer job's process
+        assert pairs[0][1] != os.getpid()
 
 
 @needs_fork

@@ -52,8 +52,12 @@ def test_a_uniform_slate_is_engaged_with_at_the_calibrated_share(ratings, catalo
 def test_truth_scores_are_standardised_and_follow_the_ratings(ratings, catalog):
     z = true_preference_scores(ratings, catalog)
     assert tuple(z.shape) == (catalog.n_users, catalog.n_items)
-    assert float(z.mean()) == pytest.approx(0.0, abs=1e-5)
+    assert float(z.mean()) == pytest.approx(0.0, abs=1e-5)  # sanity check: standardised
     assert float(z.std()) == pytest.approx(1.0, abs=1e-4)
+    rated = torch.zeros_like(z, dtype=torch.bool)
+    rated[torch.as_tensor(catalog.user_index(ratings["user_id"])),
+          torch.as_tensor(catalog.item_index(ratings["item_id"]))] = True
+    assert float(z[rated].mean()) > float(z[~rated].mean()) + 1.0  # what users chose scores far higher
 
 
 def test_the_same_seed_gives_the_same_world_and_another_seed_another(ratings, catalog):
@@ -64,10 +68,44 @@ def test_the_same_seed_gives_the_same_world_and_another_seed_another(ratings, ca
 
 
 def test_the_policy_sees_only_the_past(ratings, catalog):
-    # simulating two more periods must leave the first five untouched: what was shown and engaged in a
-    # period depends on the earlier periods only
-    short, longer = simulate(ratings, catalog, periods=5), simulate(ratings, catalog, periods=7)
-    pd.testing.assert_frame_equal(short.log, longer.log[longer.log["period"] < 5].reset_index(drop=True))
+    # rebuild each week's policy from the log's engagements of the earlier weeks only: the items the world
+    # put in the policy slots must be exactly that policy's top items (users with engagements so far)
+    from tt_helpers.world import _policy_scores
+
+    world = simulate(ratings, catalog, periods=6, exploration=0.3)
+    log, checked = world.log, 0
+    for period in range(1, 6):
+        before = log[(log["period"] < period) & log["engaged"]]
+        engaged = torch.zeros(catalog.n_users, catalog.n_items, dtype=torch.bool)
+        engaged[torch.as_tensor(before["user_idx"].to_numpy(copy=True)),
+                torch.as_tensor(before["item_idx"].to_numpy(copy=True))] = True
+        scores = _policy_scores(engaged, world.config.policy_l2).masked_fill(engaged, float("-inf"))
+        shown = log[(log["period"] == period) & (log["source"] == "policy")]
+        for user, items in shown.groupby("user_idx")["item_idx"]:
+            if not engaged[user].any():
+                continue  # a newcomer: served the most engaged items, checked below
+            expected = set(torch.topk(scores[user], len(items)).indices.tolist())
+            assert set(items) == expected, (period, user)
+            checked += 1
+    assert checked > 100
+    # and simulating two more weeks leaves the first five untouched
+    longer = simulate(ratings, catalog, periods=8, exploration=0.3)
+    pd.testing.assert_frame_equal(world.log, longer.log[longer.log["period"] < 6].reset_index(drop=True))
+
+
+def test_newcomers_are_served_the_most_engaged_items_not_an_arbitrary_tie(ratings, catalog):
+    world = simulate(ratings, catalog, periods=4, exploration=0.5)
+    log = world.log
+    week0 = log[(log["period"] == 0) & log["engaged"]]
+    newcomers = sorted(set(range(catalog.n_users)) - set(week0["user_idx"]))
+    assert newcomers  # the fixture has users who engaged with nothing in week 0
+    popularity = np.bincount(week0["item_idx"], minlength=catalog.n_items)
+    week1 = log[(log["period"] == 1) & (log["source"] == "policy") & log["user_idx"].isin(newcomers)]
+    served = week1.groupby("user_idx")["item_idx"].apply(list)
+    assert len(served) == len(newcomers)
+    fifth = np.sort(popularity)[-5]  # 5 policy slots of 10: the 5 most engaged items (ties at random)
+    for items in served:
+        assert len(items) == 5 and popularity[items].min() >= fifth > 0
 
 
 def test_slates_hold_distinct_items_never_engaged_with_before(ratings, catalog):
@@ -149,5 +187,18 @@ def test_negative_profile_describes_each_kind_against_the_truth(ratings, catalog
     assert profile.loc["(the positives)", "mean true probability"] == pytest.approx(direct, rel=1e-6)
     popularity = profile["median training engagements"]
     assert popularity["in-batch"] >= popularity["uniform"]  # drawn in proportion to popularity
-    assert profile.loc["uniform", "negatives"] == len(train)
+    assert 0 < profile.loc["uniform", "negatives"] <= len(train)  # accidental hits left out
+    assert profile.loc["in-batch", "negatives"] < len(train)  # some in-batch draws are the user's own
     assert 0 < profile.loc["impression", "negatives"] <= len(train)  # users without a pool get none
+
+
+def test_impression_negatives_of_the_profile_are_never_training_engagements(ratings, catalog):
+    world = simulate(ratings, catalog, periods=6)
+    log = world.log
+    skipped_then_taken = log[~log["engaged"]].merge(
+        log[log["engaged"] & (log["period"] < 5)][["user_idx", "item_idx"]], on=["user_idx", "item_idx"]
+    )
+    assert len(skipped_then_taken)  # the fixture has items skipped first and engaged with later
+    profile = world.negative_profile(seed=0, would_like_top=10)
+    assert profile.loc["impression", "share in the user's true top 10"] <= 1.0
+    assert profile.loc["impression", "negatives"] <= len(world.split().train.frame)

@@ -238,12 +238,16 @@ def run_variants(
             info = {}
         summary, per_user = evaluate_detailed(fit.recommender, split, ks, relevant_items)
         info = {"best_epoch": fit.best_epoch, **info, **fit.validation}
-        return summary, per_user, info, fit.recommender if keep_models else None  # a model only if kept
+        if not keep_models:
+            return summary, per_user, info, None
+        fit.recommender.extras = {}  # shared by every fit (e.g. an impression log): attached again below
+        return summary, per_user, info, fit.recommender
 
     jobs = [(name, seed) for name in variants for seed in seeds]
     results = map_in_workers(fit_and_evaluate, jobs, workers)
     for (name, seed), (summary, per_user, info, recommender) in zip(jobs, results):
         runs.add(name, summary, per_user, seed=seed, **info)
         if keep_models:
+            recommender.extras = recommender_kwargs.get("extras") or {}  # the caller's object, not a copy
             runs.models.setdefault(name, []).append((seed, recommender))
     return runs

@@ -3,8 +3,10 @@
 A fit of the book's models is a stream of small tensor operations that two threads barely speed up (about
 1.5x on two cores), while two fits side by side, one thread each, run almost twice as fast as one. Every
 fit seeds itself (its initial weights from ``TrainConfig.seed``, its batches and negatives from its own
-generator), so where it runs changes nothing: :func:`map_in_workers` returns exactly what the loop
-``[job(arg) for arg in args]`` would, in the same order.
+generator), so where it runs changes nothing: :func:`map_in_workers` returns what the loop
+``[job(arg) for arg in args]`` would, in the same order. (The workers run one torch thread each and the loop
+runs with the caller's thread count; the book's kernels give the same bits on one or two threads, and
+``tests/test_workers.py`` checks it for the fits. Other thread counts or CPUs may change the last digits.)
 
 Workers are forked (Linux), so they inherit the split, the side tables and any sampler factory without
 pickling them; only each job's argument and result cross between processes. Where ``fork`` is not
@@ -27,6 +29,7 @@ from .repro import keep_freed_memory
 __all__ = ["default_workers", "map_in_workers"]
 
 _JOB: Callable[[Any], Any] | None = None  # the job the forked workers run (inherited, never pickled)
+_IN_WORKER = False  # set in each worker: a job that maps again runs its jobs there, one after another
 
 
 def default_workers() -> int:
@@ -40,6 +43,8 @@ def default_workers() -> int:
 
 
 def _start_worker() -> None:
+    global _IN_WORKER
+    _IN_WORKER = True
     torch.set_num_threads(1)  # one thread per process: the cores are shared out by process, not by thread
     keep_freed_memory()
 
@@ -62,19 +67,23 @@ def map_in_workers(job: Callable[[Any], Any], args: Sequence[Any], workers: int 
     """``[job(arg) for arg in args]``, computed by up to ``workers`` forked processes (default:
     :func:`default_workers`) on one torch thread each. ``job`` must depend only on its argument and on
     state that exists before the call (it may be a closure); its result must be picklable. An exception
-    in a job is raised here, as it would be in the loop."""
+    in a job is raised here, as it would be in the loop, and the jobs not started yet are cancelled. Inside
+    a worker, a nested call runs its jobs in that worker, one after another."""
     args = list(args)
     workers = default_workers() if workers is None else workers
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ValueError(f"workers must be a positive integer, got {workers!r}")
     workers = min(workers, len(args))
-    if workers <= 1 or "fork" not in multiprocessing.get_all_start_methods():
+    if workers <= 1 or _IN_WORKER or "fork" not in multiprocessing.get_all_start_methods():
         return [job(arg) for arg in args]
     global _JOB
-    _JOB = job
+    previous, _JOB = _JOB, job
+    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"), initializer=_start_worker)
     try:
-        context = multiprocessing.get_context("fork")
-        with ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker) as pool:
-            return list(pool.map(_run, args))
+        return list(pool.map(_run, args))
+    except BaseException:
+        pool.shutdown(wait=True, cancel_futures=True)  # a job failed: do not finish the queued ones first
+        raise
     finally:
-        _JOB = None
+        pool.shutdown(wait=True)
+        _JOB = previous

@@ -9,7 +9,8 @@ slate. This module builds the missing part around the real data, with every assu
    ``p(u, i) = sigmoid(preference_strength * z + offset)``. ``preference_strength`` is how much
    engagement follows preference (0: pure noise, every item equally likely); ``offset`` is **calibrated**
    (:func:`calibrate_offset`) so that a slate drawn uniformly from the catalogue is engaged with at
-   ``engaged_share`` (2% by default): the rate of an unpersonalised feed. A personalised slate is engaged
+   ``engaged_share`` (2% by default): the rate of an unpersonalised feed. The calibration leaves position
+   bias out: with ``position_decay > 0`` a uniform slate is engaged with less. A personalised slate is engaged
    with more often, as a good recommender should be; :meth:`World.summary` reports the rates observed.
 2. **Visits and slates.** Simulated time is cut into ``periods``. In each period every user visits with
    ``visit_probability`` and is shown a slate of ``slate_size`` items never engaged with before. A share
@@ -17,9 +18,11 @@ slate. This module builds the missing part around the real data, with every assu
    slots, in rank order, hold the top items of the **logging policy**.
 3. **The logging policy respects time.** Before each period it is re-fitted (EASE with ``policy_l2``) on
    the engagements logged in the *earlier* periods only; in period 0 nothing is logged yet and every slot
-   is exploration. ``exploration`` is the dial of personalisation: 1 is a random feed, 0 a feed shown
-   entirely by the policy. The policy learns from engagements only, not from skips, and there is no
-   fatigue: an item it ranks high that the user skips is shown again the next week.
+   is exploration. A user who has engaged with nothing yet gets the items engaged with most so far (ties
+   broken at random), as a recommender serves a newcomer. ``exploration`` is the dial of
+   personalisation: 1 is a random feed, 0 a feed shown entirely by the policy. The policy learns from
+   engagements only, not from skips, and there is no fatigue: an item it ranks high that the user skips
+   is shown again the next week.
 4. **Engagement depends on what was shown.** Each shown item is engaged with ``p(u, i)`` times the
    examination probability of its position, ``1 / (1 + position) ** position_decay`` (0: no position
    bias). Engaged items are the positives; the others are the **impressions without engagement**, the
@@ -30,7 +33,7 @@ slate. This module builds the missing part around the real data, with every assu
 6. **Truth-based evaluation.** Besides held-out engagements, :meth:`World.truth_split` asks for each user's
    truly best items (highest ``p``, not engaged in training): a measure no real log can give.
 
-Every draw comes from one seeded generator per period, so a world is the same on every run.
+Every draw comes from generators seeded by ``(seed, period)``, so a world is the same on every run.
 """
 
 from __future__ import annotations
@@ -195,21 +198,26 @@ class World:
 
         Kinds: ``"uniform"`` (an item drawn uniformly from the catalogue), ``"in-batch"`` (another example's
         positive: drawn in proportion to popularity) and ``"impression"`` (one of the user's training-period
-        impressions without engagement, where the user has one). Columns: the item's number of training
-        engagements, its true engagement probability for the example's user, and the share of negatives the
-        user "would like" (the item is among the user's ``would_like_top`` truest items)."""
+        impressions without engagement, where the user has one). As in training, a draw that is one of the
+        user's training engagements is not a negative (the loss masks it, the impression sampler leaves it
+        out of the pool): such draws are left out, and ``negatives`` counts the rest. Columns: the item's
+        number of training engagements, its true engagement probability for the example's user, and the share
+        of negatives the user "would like" (the item is among the user's ``would_like_top`` truest items)."""
         train = self.split().train.frame
         users = train["user_idx"].to_numpy(dtype=np.int64, copy=True)
         items = train["item_idx"].to_numpy(dtype=np.int64, copy=True)
         rng = np.random.default_rng(seed)
         n_items = self.catalog.n_items
+        positive = np.zeros((self.catalog.n_users, n_items), dtype=bool)
+        positive[users, items] = True  # the user's training engagements: never a negative for the loss
         skipped = self.log[(~self.log["engaged"]) & (self.log["period"] < self.config.periods - 1)]
         pool = skipped[["user_idx", "item_idx"]].drop_duplicates().sort_values(["user_idx", "item_idx"])
+        pool = pool[~positive[pool["user_idx"].to_numpy(), pool["item_idx"].to_numpy()]]  # as the sampler does
         starts = np.searchsorted(pool["user_idx"].to_numpy(), np.arange(self.catalog.n_users + 1))
         counts = starts[1:] - starts[:-1]
         has_pool = counts[users] > 0
         pick = starts[users] + (rng.random(len(users)) * counts[users]).astype(np.int64)
-        impression = pool["item_idx"].to_numpy()[np.minimum(pick, len(pool) - 1)]
+        impression = pool["item_idx"].to_numpy()[np.minimum(pick, len(pool) - 1)] if len(pool) else pick
         negatives = {
             "uniform": (rng.integers(n_items, size=len(users)), np.ones(len(users), dtype=bool)),
             "in-batch": (items[rng.permutation(len(users))], np.ones(len(users), dtype=bool)),
@@ -219,6 +227,7 @@ class World:
         rank = torch.argsort(torch.argsort(self.probabilities, dim=1, descending=True), dim=1).numpy()
         rows = {}
         for kind, (drawn, valid) in negatives.items():
+            valid = valid & ~positive[users, drawn]  # accidental hits: masked by the loss, left out here
             u, i = users[valid], drawn[valid]
             rows[kind] = {
                 "negatives": int(valid.sum()),
@@ -318,7 +327,13 @@ def simulate_world(ratings: pd.DataFrame, catalog: Catalog, config: WorldConfig 
         slate = torch.empty(len(users), size, dtype=torch.long)
         blocked = engaged_mask[users].clone()
         if n_policy:
-            policy_scores = scores[users].masked_fill(blocked, float("-inf"))
+            policy_scores = scores[users]
+            newcomers = ~engaged_mask[users].any(1)  # nothing engaged yet: EASE scores them all 0
+            if newcomers.any():  # the most engaged items so far, ties broken at random
+                popularity = engaged_mask.sum(0).float()
+                noise = torch.rand(int(newcomers.sum()), n_items, generator=generator) * 0.5
+                policy_scores[newcomers] = popularity + noise
+            policy_scores = policy_scores.masked_fill(blocked, float("-inf"))
             top = torch.topk(policy_scores, n_policy, dim=1).indices
             blocked.scatter_(1, top, True)
         # exploration: uniform over the items neither engaged before nor already on the slate

@@ -195,3 +195,14 @@ def test_movielens_baselines_rank_as_expected(movielens_split):
     assert ease["NDCG@10"] > popular["NDCG@10"] + 0.05
     # popularity recommends the same short list to everybody; EASE personalises
     assert popular["Coverage@10"] < ease["Coverage@10"]
+
+
+def test_ease_weights_fast_single_precision_agree_with_the_exact_ones():
+    import torch
+
+    from tt_helpers.baselines import ease_item_weights
+
+    x = (torch.rand(200, 40, generator=torch.Generator().manual_seed(0)) < 0.2).float()
+    exact, fast = ease_item_weights(x, 10.0), ease_item_weights(x, 10.0, fast=True)
+    assert torch.count_nonzero(exact.diagonal()) == 0 and torch.count_nonzero(fast.diagonal()) == 0
+    assert torch.allclose(exact, fast, atol=1e-4)

@@ -290,7 +290,7 @@ def make_optimizers(model: TwoTowerModel, config: TrainConfig) -> list[torch.opt
     groups = [{"params": tables, "lr": config.learning_rate}]
     if dense:
         groups.append({"params": dense, "lr": config.dense_learning_rate})
-    return [torch.optim.Adam(groups, )]
+    return [torch.optim.Adam(groups)]
 
 
 def optimizer_step(optimizers: list[torch.optim.Optimizer], loss: torch.Tensor) -> None:

@@ -44,7 +44,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .baselines import EASE
+from .baselines import EASE, ease_item_weights
 from .catalog import Catalog
 from .impressions import ImpressionLog
 from .splits import Interactions, Split
@@ -280,15 +280,9 @@ def _period_split(frame: pd.DataFrame, catalog: Catalog, test_period: int) -> Sp
 
 def _policy_scores(engaged: torch.Tensor, l2: float) -> torch.Tensor:
     """EASE (Steck 2019) on the binary ``[n_users, n_items]`` matrix of engagements logged so far: the
-    logging policy's scores. Single precision and a Cholesky inverse (the Gram matrix is positive definite):
-    a policy needs a good ranking, not :class:`~tt_helpers.baselines.EASE`'s double precision."""
-    x = engaged.float()
-    gram = x.T @ x
-    gram.diagonal().add_(l2)
-    p = torch.cholesky_inverse(torch.linalg.cholesky(gram))
-    b = -p / p.diagonal()
-    b.diagonal().zero_()
-    return x @ b
+    logging policy's scores, with :func:`~tt_helpers.baselines.ease_item_weights`' fast single precision (a
+    policy needs a good ranking, not the baseline's double precision)."""
+    return engaged.float() @ ease_item_weights(engaged, l2, fast=True)
 
 
 def simulate_world(ratings: pd.DataFrame, catalog: Catalog, config: WorldConfig = WorldConfig(),

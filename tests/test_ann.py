@@ -1,6 +1,8 @@
 """Measuring ANN search: the synthetic corpora, the grid's rows, the Pareto front, the recommended setting,
 the plot; and the thread context."""
 
+import time
+
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
@@ -76,3 +78,21 @@ def test_best_settings_per_method():
                           ann.RECALL: [0.96, 0.99, 0.8, 0.9], "QPS": [500.0, 100.0, 900.0, 800.0]})
     best = ann.best_settings(frame)
     assert best["setting"].to_dict() == {"A": "a1", "B": "b2"} and best["reaches"].tolist() == [True, False]
+
+
+def test_time_queries_leaves_the_warm_up_calls_out_of_the_timings():
+    queries = np.arange(12, dtype=np.float32).reshape(6, 2)
+    calls = []
+
+    def search(q):
+        calls.append(float(q[0]))
+        if len(calls) == 1:  # the first call pays for a lazy set-up
+            time.sleep(0.05)
+        return q * 2
+
+    seconds, outputs = ann.time_queries(search, queries, warmup=2)
+    assert calls[:2] == [0.0, 2.0] and len(calls) == 2 + len(queries)
+    assert seconds.shape == (6,) and seconds.max() < 0.04  # the slow call is not among them
+    np.testing.assert_array_equal(np.stack(outputs), queries * 2)
+    seconds, _ = ann.time_queries(lambda q: time.sleep(0.05 if q[0] == 0 else 0), queries, warmup=0)
+    assert seconds[0] >= 0.05 > seconds[1:].max()  # no warm-up: the first query is timed as it ran

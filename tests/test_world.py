@@ -168,6 +168,25 @@ def test_truth_split_asks_for_each_users_truly_best_unengaged_items(ratings, cat
     assert set(chosen) == set(torch.topk(p, 5).indices.tolist())
 
 
+def test_truth_among_shown_items_keeps_only_what_the_user_was_shown_in_training(ratings, catalog):
+    world = simulate(ratings, catalog, periods=6)
+    split, truth = world.split(), world.truth_split(top_n=5, shown_only=True)
+    log = world.log[world.log["period"] < 5]
+    shown = set(zip(log["user_idx"], log["item_idx"]))
+    trained = set(zip(split.train.frame["user_idx"], split.train.frame["item_idx"]))
+    pairs = set(zip(truth.test.frame["user_idx"], truth.test.frame["item_idx"]))
+    assert pairs <= shown and not pairs & trained  # shown in a training week, not engaged in training
+    assert set(truth.test.frame["user_idx"]) <= set(split.test.frame["user_idx"])
+    assert "shown in training" in truth.protocol
+    user = truth.test.frame["user_idx"].iloc[0]
+    candidates = [i for u, i in shown - trained if u == user]
+    p = world.probabilities[user, candidates]
+    chosen = truth.test.frame[truth.test.frame["user_idx"] == user]["item_idx"]
+    assert set(chosen) == {candidates[j] for j in torch.topk(p, min(5, len(candidates))).indices.tolist()}
+    full = world.truth_split(top_n=5).test.frame
+    assert pairs - set(zip(full["user_idx"], full["item_idx"]))  # a different truth from the full one
+
+
 @pytest.mark.parametrize("bad, message", [
     ({"periods": 2}, "periods"), ({"exploration": 1.5}, "exploration"), ({"engaged_share": 0}, "engaged_share"),
     ({"preference_strength": -1}, "preference_strength"), ({"slate_size": 0}, "slate_size"),

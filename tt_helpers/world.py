@@ -170,26 +170,38 @@ class World:
         out.train_with_engaged = self.log[self.log["period"] < test_period].reset_index(drop=True)
         return out
 
-    def truth_split(self, top_n: int = 20) -> Split:
+    def truth_split(self, top_n: int = 20, shown_only: bool = False) -> Split:
         """The split with its test part replaced by each test user's ``top_n`` truly best items: the highest
-        true engagement probability among the items the user did not engage with in training."""
+        true engagement probability among the items the user did not engage with in training.
+
+        ``shown_only=True`` keeps only the items the user was *shown* in the training weeks (and did not
+        engage with in them): the truth a model can be judged on where impression negatives reach. A user
+        shown fewer than ``top_n`` such items keeps those there are."""
         split = self.split()
         users = np.unique(split.test.frame["user_idx"].to_numpy())
         p = self.probabilities[torch.as_tensor(users)].clone()
+        if shown_only:
+            log = self.log[(self.log["period"] < self.config.periods - 1) & self.log["user_idx"].isin(users)]
+            shown = torch.zeros_like(p, dtype=torch.bool)
+            shown[torch.as_tensor(np.searchsorted(users, log["user_idx"].to_numpy())),
+                  torch.as_tensor(log["item_idx"].to_numpy(dtype=np.int64, copy=True))] = True
+            p = p.masked_fill(~shown, -1.0)
         train = split.train.frame
         seen = np.isin(train["user_idx"].to_numpy(), users)
         rows = np.searchsorted(users, train["user_idx"].to_numpy()[seen])
         p[torch.as_tensor(rows), torch.as_tensor(train["item_idx"].to_numpy(dtype=np.int64)[seen])] = -1.0
-        best = torch.topk(p, top_n, dim=1).indices.numpy()
+        top_p, best = torch.topk(p, top_n, dim=1)
+        keep = (top_p >= 0).numpy().reshape(-1)  # -1: engaged in training, or (shown_only) never shown
         frame = pd.DataFrame({
-            "user_idx": np.repeat(users, top_n),
-            "item_idx": best.reshape(-1),
+            "user_idx": np.repeat(users, top_n)[keep],
+            "item_idx": best.numpy().reshape(-1)[keep],
         })
         frame["user_id"] = self.catalog.user_ids[frame["user_idx"].to_numpy()]
         frame["item_id"] = self.catalog.item_ids[frame["item_idx"].to_numpy()]
         frame["timestamp"] = int(split.test.frame["timestamp"].min())
         frame = frame[["user_id", "item_id", "timestamp", "user_idx", "item_idx"]]
-        protocol = f"truth: each test user's {top_n} truly best items not engaged in training"
+        among = "shown in training and not engaged with" if shown_only else "not engaged in training"
+        protocol = f"truth: each test user's {top_n} truly best items {among}"
         return Split(split.train, Interactions(frame, self.catalog), protocol, split.resplit)
 
     def negative_profile(self, seed: int = 0, would_like_top: int = 100) -> pd.DataFrame:

@@ -38,6 +38,19 @@ def test_candidate_logits_shared_and_per_example():
         losses.apply_temperature(users, 0.0)
 
 
+def test_indexed_candidates_give_the_per_example_logits_and_gradients():
+    users = torch.randn(4, 3, generator=gen(3)).requires_grad_()
+    table = torch.randn(5, 3, generator=gen(4)).requires_grad_()
+    index = torch.tensor([[0, 4, 4], [1, 1, 2], [3, 0, 1], [2, 2, 2]])
+    indexed = losses.candidate_logits(users, losses.IndexedCandidates(table, index))
+    gathered = losses.candidate_logits(users, table[index])  # the [B, M, d] form of the same candidates
+    assert indexed.shape == (4, 3)
+    assert torch.allclose(indexed, gathered, atol=1e-6)
+    grads = [torch.autograd.grad(x.logsumexp(1).sum(), (users, table)) for x in (indexed, gathered)]
+    for a, b in zip(*grads):
+        assert torch.allclose(a, b, atol=1e-6)
+
+
 def test_retrieval_logits_put_the_positive_in_column_zero_then_the_blocks_in_order():
     users = torch.randn(3, 4, generator=gen(7))
     positives = torch.randn(3, 4, generator=gen(8))
@@ -169,6 +182,14 @@ def test_bce_with_negatives_and_masked_negatives():
     assert torch.allclose(loss, expected)
     loss.backward()
     assert torch.isfinite(neg.grad).all() and (neg.grad[hit] == 0).all()
+    # in the pipeline the hits arrive as -inf offsets added to the logits: the same loss, finite gradients
+    neg = neg.detach().requires_grad_(True)
+    via_offsets = losses.binary_cross_entropy(
+        with_positive(pos, neg) + losses.logit_offsets(None, no_hit_column(hit), torch.Size((2, 4)))
+    )
+    assert torch.allclose(via_offsets, expected)
+    via_offsets.backward()
+    assert torch.isfinite(neg.grad).all() and (neg.grad[hit] == 0).all() and (neg.grad[~hit] != 0).all()
 
 
 def test_retrieval_loss_refuses_a_softmax_without_candidates_and_unknown_losses():

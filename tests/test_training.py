@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import torch
 
-from tt_helpers import evaluation, splits
+from tt_helpers import evaluation, losses, splits
 from tt_helpers.catalog import Catalog
 from tt_helpers.features import FeatureSpec, encode_table
 from tt_helpers.frequency import item_probabilities
@@ -459,7 +459,22 @@ def test_per_example_candidates_are_embedded_once_and_in_place():
 
     model, _ = hand_built()
     ids = torch.tensor([[1, 2, 1], [2, 2, 5]])
-    emb = candidate_embeddings(
+    positives = model.item_embeddings(torch.tensor([0, 3]))
+    expected = model.item_embeddings(ids.reshape(-1)).reshape(2, 3, -1)
+    indexed = candidate_embeddings(model, Negatives(ids, torch.zeros(ids.shape)), positives)
+    assert isinstance(indexed, losses.IndexedCandidates)  # 3 distinct items for 3 columns: a table
+    assert indexed.table.shape == (3, model.config.embedding_dim) and indexed.index.shape == ids.shape
+    assert torch.allclose(indexed.table[indexed.index], expected)
+
+
+def test_per_example_candidates_with_many_distinct_items_stay_per_example(monkeypatch):
+    from tt_helpers import training
+    from tt_helpers.sampling import Negatives
+
+    model, _ = hand_built()
+    ids = torch.tensor([[1, 2, 1], [2, 2, 5]])
+    monkeypatch.setattr(training, "INDEXED_ROWS_PER_COLUMN", 0)  # every table counts as too large
+    emb = training.candidate_embeddings(
         model, Negatives(ids, torch.zeros(ids.shape)), model.item_embeddings(torch.tensor([0, 3]))
     )
     assert emb.shape == (2, 3, model.config.embedding_dim)

@@ -1,7 +1,8 @@
 """The retrieval loss as one pipeline of small steps, each written as the equation it implements.
 
 Notation: ``B`` examples (user ``u_b``, positive item ``v_b``); ``M`` candidate negatives, shared by the
-batch (``[M]``) or per example (``[B, M]``). The pipeline, composed in :func:`retrieval_loss`:
+batch (``[M]``) or per example (``[B, M]``, given as embeddings ``[B, M, d]`` or as
+:class:`IndexedCandidates`). The pipeline, composed in :func:`retrieval_loss`:
 
 1. **temperature** ``u / tau``: dividing the query by ``tau`` divides every logit by ``tau``, once, at the
    cost of ``[B, d]`` instead of ``[B, 1 + M]`` (:func:`apply_temperature`);
@@ -18,7 +19,7 @@ logits, because ``log q`` is on the scale of the softmax's exponent, not of the 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -27,15 +28,33 @@ NEG_INF = float("-inf")
 LossKind = Literal["softmax", "bce"]
 
 
-def candidate_logits(users: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
-    """``[B, d]`` users with shared ``[M, d]`` or per-example ``[B, M, d]`` candidates -> ``[B, M]``."""
+class IndexedCandidates(NamedTuple):
+    """Per-example candidates ``[B, M]`` as rows of a table of distinct embeddings: candidate ``m`` of
+    example ``b`` is ``table[index[b, m]]``. ``table`` ``[U, d]``, ``index`` long ``[B, M]``.
+
+    When the ``B x M`` draws repeat few items (``U`` not much more than ``M``, e.g. impression pools over a
+    small catalogue), scoring the whole table and gathering (:func:`candidate_logits`) is one matrix product
+    and a gather; the ``[B, M, d]`` form moves ``B x M x d`` floats forward and back instead."""
+
+    table: torch.Tensor
+    index: torch.Tensor
+
+
+Candidates = torch.Tensor | IndexedCandidates
+
+
+def candidate_logits(users: torch.Tensor, candidates: Candidates) -> torch.Tensor:
+    """``[B, d]`` users with shared ``[M, d]``, per-example ``[B, M, d]`` or :class:`IndexedCandidates`
+    candidates -> ``[B, M]``."""
+    if isinstance(candidates, IndexedCandidates):
+        return (users @ candidates.table.T).gather(1, candidates.index)
     if candidates.dim() == 2:
         return users @ candidates.T
     return torch.einsum("bd,bmd->bm", users, candidates)
 
 
 def retrieval_logits(
-    users: torch.Tensor, positives: torch.Tensor, candidate_blocks: Sequence[torch.Tensor]
+    users: torch.Tensor, positives: torch.Tensor, candidate_blocks: Sequence[Candidates]
 ) -> torch.Tensor:
     """``[B, 1 + M]``: column 0 is ``<u_b, v_b>``, then each block's ``[B, M_i]`` candidate logits in order."""
     columns = [(users * positives).sum(1, keepdim=True)]
@@ -103,16 +122,14 @@ def binary_cross_entropy(logits: torch.Tensor, weights: torch.Tensor | None = No
     """
     losses = F.softplus(-logits[:, 0])
     if logits.shape[1] > 1:
-        negatives = logits[:, 1:]
-        valid = torch.isfinite(negatives)
-        losses = losses + (F.softplus(negatives.masked_fill(~valid, 0.0)) * valid).sum(1)
+        losses = losses + F.softplus(logits[:, 1:]).sum(1)  # softplus(-inf) = 0, and so is its gradient
     return _weighted_mean(losses, weights)
 
 
 def retrieval_loss(
     users: torch.Tensor,
     positives: torch.Tensor,
-    candidate_blocks: Sequence[torch.Tensor] = (),
+    candidate_blocks: Sequence[Candidates] = (),
     temperature: float = 1.0,
     log_q: torch.Tensor | None = None,
     is_hit: torch.Tensor | None = None,
@@ -120,8 +137,8 @@ def retrieval_loss(
     weights: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """The whole pipeline, composed in one place. ``users`` and ``positives`` ``[B, d]``; candidate blocks
-    ``[M_i, d]`` or ``[B, M_i, d]``; ``log_q`` ``[B, 1 + M]`` (None: no correction); ``is_hit`` bool
-    ``[B, 1 + M]`` (None: no masking); ``weights`` ``[B]``. Returns a scalar."""
+    ``[M_i, d]``, ``[B, M_i, d]`` or :class:`IndexedCandidates`; ``log_q`` ``[B, 1 + M]`` (None: no
+    correction); ``is_hit`` bool ``[B, 1 + M]`` (None: no masking); ``weights`` ``[B]``. Returns a scalar."""
     logits = retrieval_logits(apply_temperature(users, temperature), positives, candidate_blocks)
     offsets = logit_offsets(log_q, is_hit, logits.shape)
     if offsets is not None:

@@ -32,9 +32,11 @@ class IndexedCandidates(NamedTuple):
     """Per-example candidates ``[B, M]`` as rows of a table of distinct embeddings: candidate ``m`` of
     example ``b`` is ``table[index[b, m]]``. ``table`` ``[U, d]``, ``index`` long ``[B, M]``.
 
-    When the ``B x M`` draws repeat few items (``U`` not much more than ``M``, e.g. impression pools over a
-    small catalogue), scoring the whole table and gathering (:func:`candidate_logits`) is one matrix product
-    and a gather; the ``[B, M, d]`` form moves ``B x M x d`` floats forward and back instead."""
+    When the ``B x M`` draws repeat few items (``U`` a couple of dozen times ``M`` or less, e.g. impression
+    pools over a small catalogue), scoring the whole table and gathering (:func:`candidate_logits`) is one
+    matrix product and a gather; the ``[B, M, d]`` form moves ``B x M x d`` floats forward and back
+    instead. With many distinct items the product costs more than it saves: see
+    ``tt_helpers.training.INDEXED_ROWS_PER_COLUMN``."""
 
     table: torch.Tensor
     index: torch.Tensor

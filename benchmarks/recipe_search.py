@@ -3,11 +3,11 @@
 The book's split (per-user leave-last-20%-out) is cut once more: each user's last 20% of *training*
 ratings become the validation users' held-out part (``Split.validation()``), and every candidate setting
 of ``tt.fit_two_tower`` is fitted on the rest (the recipe carves its own early-stopping split from that,
-as it does on a reader's data) and scored there. The test ratings are not read. Each candidate changes one
-setting of :data:`tt_helpers.own_data.RECIPE_DEFAULTS`; the table gives validation Recall@100 and
-NDCG@10 (mean over seeds), the paired bootstrap interval of each candidate minus the defaults
-(:meth:`~tt_helpers.experiments.Runs.comparisons`) and the fit time. The fits run side by side in worker
-processes (one thread each). Run from the repository root (about 4 minutes on 2 cores):
+as it does on a reader's data) and scored there. The test ratings are not read. Each candidate of round 1
+changes one setting of :data:`tt_helpers.own_data.RECIPE_DEFAULTS` (round 2: see ``ROUND_2``); the table
+gives validation Recall@100 and NDCG@10 (mean over seeds), the paired bootstrap interval of each candidate
+minus the defaults (:meth:`~tt_helpers.experiments.Runs.comparisons`) and the fit time. The fits run side by
+side in worker processes (one thread each). Run from the repository root (about 4 minutes on 2 cores):
 
     TT_HELPERS_DATA=../shared/data/movielens .venv/bin/python benchmarks/recipe_search.py [--seeds 3] [--round 2]
 """

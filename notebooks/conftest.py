@@ -1,8 +1,8 @@
 """After nbval has re-executed the chapters, print each one's time against the budget.
 
-The budget (README, "Time budget"): the whole book re-executes in at most 10 minutes on
-2 CPU cores. The times are those of the cells as pytest measured them; the kernels'
-start (setup and teardown) is left out, so they are a little below the run's wall time.
+The project's budget: the whole book re-executes in at most 10 minutes on 2 CPU cores.
+The times are those of the cells as pytest measured them; the kernels' start (setup and
+teardown) is left out, so they are a little below the run's wall time.
 """
 
 from __future__ import annotations

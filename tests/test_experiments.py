@@ -182,3 +182,41 @@ def test_kept_models_are_evaluated_again_without_refitting():
     assert again.frame()["best_epoch"].dropna().tolist() == runs.frame()["best_epoch"].dropna().tolist()
     with pytest.raises(KeyError, match="keep_models"):
         Runs("p").reevaluate(split, names=["ids"])
+
+
+def test_later_seeds_train_for_the_epochs_the_first_seeds_validation_run_chose():
+    from dataclasses import replace
+
+    from tt_helpers import evaluation
+    from tt_helpers.experiments import fit_on_split, run_variants
+    from tt_helpers.towers import TowerConfig
+    from tt_helpers.training import TrainConfig
+
+    split = tiny_split()
+    tower = TowerConfig(embedding_dim=8)
+    training = TrainConfig(progress=False, batch_size=16, max_epochs=4, patience=1, early_stopping_metric="Recall@5")
+    variants = {"ids": (tower, training)}
+    once = run_variants(split, variants, seeds=(0, 1, 2), ks=(5,), keep_models=True, workers=1)
+    per_seed = run_variants(split, variants, seeds=(0, 1, 2), ks=(5,), epochs_per_seed=True, workers=1)
+    chosen = fit_on_split(split, tower, training).best_epoch  # seed 0's validation run
+    frame, frame_per_seed = once.frame(), per_seed.frame()
+    assert frame["best_epoch"].tolist() == [chosen] * 3
+    # only seed 0 had a validation run; the others were trained on split.train for `chosen` epochs
+    assert frame["val_Recall@5"].notna().tolist() == [True, False, False]
+    assert frame_per_seed["val_Recall@5"].notna().all()
+    for _, model in once.models["ids"]:
+        assert len(model.history_) == chosen  # trained on the whole training split, no validation run
+    # seed 0 is the same fit either way; seed 1's own validation run is the only difference
+    pd.testing.assert_series_equal(frame.iloc[0], frame_per_seed.iloc[0], check_names=False)
+    seed1 = fit_on_split(split, tower, replace(training, seed=1), epochs=chosen).recommender
+    expected = evaluation.evaluate(seed1, split, ks=(5,))["Recall@5"]
+    assert frame.loc[1, "Recall@5"] == pytest.approx(expected)
+    table = once.table(["Recall@5"], validation_metric="Recall@5")
+    assert table.loc["ids", "best epochs"] == str(chosen)  # one number: every seed trained as many
+    assert table.loc["ids", "validation Recall@5"] == pytest.approx(round(frame.loc[0, "val_Recall@5"], 4))
+    kept = run_variants(split, variants, seeds=(0, 1), ks=(5,), refit=False, workers=1).frame()
+    assert kept["val_Recall@5"].notna().all()  # refit=False: every seed keeps its own validation run
+    with pytest.raises(ValueError, match="refit=False"):
+        fit_on_split(split, tower, training, refit=False, epochs=2)
+    with pytest.raises(ValueError, match="seeds is empty"):
+        run_variants(split, variants, seeds=(), ks=(5,))

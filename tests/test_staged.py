@@ -64,6 +64,8 @@ def test_run_variants_runs_staged_variants_and_records_the_second_phase():
     frame = runs.frame()
     assert list(frame["seed"]) == [0, 1] and (frame["second_phase_epochs"] >= 0).all()
     assert (frame["best_epoch"] == 1 + frame["second_phase_epochs"]).all()
+    # seed 1 has no validation run of its own: both phases' epoch counts are seed 0's
+    assert frame["second_phase_epochs"].nunique() == 1 and frame["val_Recall@5"].notna().tolist() == [True, False]
 
 
 def test_top_k_overlap_is_one_with_itself_and_lower_with_another_model():

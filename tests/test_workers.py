@@ -101,3 +101,35 @@ def test_a_nested_call_in_a_worker_runs_there():
 def test_a_result_that_cannot_be_pickled_gets_an_error_that_says_what_to_do():
     with pytest.raises(TypeError, match="picklable.*workers=1"):
         workers.map_in_workers(lambda x: (lambda: x), [1, 2], workers=2)
+
+
+def _square_then_more(arg):
+    """First jobs (an int) queue two follow-ups; follow-ups (a tuple) are computed here."""
+    if isinstance(arg, tuple):
+        return arg[0] * arg[1], os.getpid()
+    return arg * arg, os.getpid()
+
+
+@pytest.mark.parametrize("n_workers", [1, 2])
+def test_follow_up_jobs_give_what_the_loop_gives(n_workers):
+    def then(arg, result):
+        return [(result[0], k) for k in range(arg)]  # depends on the first job's result
+
+    results, follow_ups = workers.map_then_in_workers(_square_then_more, [3, 1, 2], then, workers=n_workers)
+    assert [r for r, _ in results] == [9, 1, 4]
+    assert [[r for r, _ in f] for f in follow_ups] == [[0, 9, 18], [0], [0, 4]]
+    pids = {pid for _, pid in results} | {pid for f in follow_ups for _, pid in f}
+    assert (os.getpid() in pids) == (n_workers == 1 or "fork" not in multiprocessing.get_all_start_methods())
+
+
+@needs_fork
+def test_an_exception_in_a_follow_up_job_is_raised_to_the_caller():
+    def job(x):
+        if x == "bad":
+            raise ValueError("follow-up failed")
+        return x
+
+    with pytest.raises(ValueError, match="follow-up failed"):
+        workers.map_then_in_workers(job, [1, 2], lambda arg, r: ["bad"] if arg == 2 else [], workers=2)
+    with pytest.raises(ValueError, match="workers must be a positive integer"):
+        workers.map_then_in_workers(job, [1], lambda arg, r: [], workers=0)

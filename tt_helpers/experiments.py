@@ -5,6 +5,11 @@ test) and refits it on the whole training split for the best number of epochs. :
 for a grid of variants over several seeds and collects the results in :class:`Runs`, which also holds the
 baselines, picks settings by their *validation* metric (:meth:`Runs.best_on_validation`) and compares any
 two models with the book's one rule, :func:`tt_helpers.comparison.compare` (a paired bootstrap over users).
+
+The number of epochs is a hyper-parameter like the others: by default :func:`run_variants` chooses it once per
+variant, on the first seed's validation run, and trains every seed on the whole training split for that many
+epochs; the seeds then measure what training noise does to one configuration. (``epochs_per_seed=True``
+early-stops each seed on its own validation run instead, at twice the cost of the seeds after the first.)
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from .recipe import TwoTowerRecommender
 from .splits import Split
 from .towers import TowerConfig
 from .training import TrainConfig
-from .workers import map_in_workers
+from .workers import map_then_in_workers
 
 Variant = tuple[TowerConfig, "TrainConfig | tuple[TrainConfig, TrainConfig]"]  # one phase, or two (staged)
 DEFAULT_SEEDS = (0, 1, 2)
@@ -43,15 +48,26 @@ def fit_on_split(
     users: pd.DataFrame | None = None,
     items: pd.DataFrame | None = None,
     refit: bool = True,
+    epochs: int | None = None,
     **kwargs,
 ) -> FitResult:
     """Early-stop on ``split.validation()`` (never on test), then refit on ``split.train`` for the best
     number of epochs with the same seed.
 
+    ``epochs``: a number of epochs chosen on validation earlier (e.g. by another seed's run of the same
+    variant): skip the validation run and train on ``split.train`` for that many epochs (``history`` and
+    ``validation`` of the result are then empty).
+
     ``refit=False`` keeps the early-stopped run's best checkpoint instead (half the cost): its weights never
     trained on the last part of each user's training interactions, which it only reads as history at
     serving time (:meth:`TwoTowerRecommender.serve_history_from`). Compare the two with :func:`run_variants`
     (``refit=False``)."""
+    if epochs is not None:
+        if not refit:
+            raise ValueError("epochs= refits for a number of epochs chosen earlier; refit=False keeps a validation "
+                             "run's checkpoint instead: pass one or the other")
+        final = TwoTowerRecommender(tower, training, users, items, **kwargs).fit(split.train, epochs=epochs)
+        return FitResult(final, epochs, pd.DataFrame(), {})
     validation = split.validation()
     probe = TwoTowerRecommender(tower, training, users, items, **kwargs).fit(validation.train, validation)
     best = probe.best_epoch
@@ -70,13 +86,21 @@ def fit_staged(
     second: TrainConfig,
     users: pd.DataFrame | None = None,
     items: pd.DataFrame | None = None,
+    epochs: tuple[int, int] | None = None,
     **kwargs,
 ) -> FitResult:
     """A two-phase schedule chosen on validation only: train with ``first`` to its validation plateau (early
     stopping), then go on from that best state with ``second`` (e.g. other negatives), early-stopping the
     second phase alone against the first phase's best (epoch 0 of the second phase). Then refit on
     ``split.train``: ``first`` for the first phase's best epoch count, ``second`` for the second's (none if
-    no second-phase epoch beat the first phase on validation)."""
+    no second-phase epoch beat the first phase on validation). ``epochs``: both phases' epoch counts, chosen on
+    validation earlier (another seed's run): skip the validation runs and refit with them."""
+    if epochs is not None:
+        first_epochs, second_epochs = epochs
+        final = TwoTowerRecommender(tower, first, users, items, **kwargs).fit(split.train, epochs=first_epochs)
+        if second_epochs:
+            final.continue_training(split.train, second, epochs=second_epochs)
+        return FitResult(final, first_epochs + second_epochs, pd.DataFrame(), {}, second_epochs)
     validation = split.validation()
     probe = TwoTowerRecommender(tower, first, users, items, **kwargs).fit(validation.train, validation)
     first_epochs, first_history = probe.best_epoch, probe.history_
@@ -151,7 +175,8 @@ class Runs:
     def table(self, metrics: Sequence[str], names: Sequence[str] | None = None, digits: int = 4,
               validation_metric: str | None = "Recall@100") -> pd.DataFrame:
         """Means over seeds per model (rows in the order given or recorded), with ``seeds`` and, for trained
-        models, the validation metric at the best epoch and the best epochs found. Rounded for printing."""
+        models, the validation metric at the best epoch (mean over the runs that have a validation run) and
+        the epochs trained (one number when every seed trained as many, else one per seed). Rounded."""
         runs = self.frame()
         names = list(names) if names is not None else self.names
         unknown = [n for n in names if n not in self.per_user]
@@ -164,7 +189,7 @@ class Runs:
         if validation_metric and val in runs:
             out[f"validation {validation_metric}"] = grouped[val].mean().loc[names].round(digits)
         if "best_epoch" in runs:
-            epochs = grouped["best_epoch"].agg(lambda e: ", ".join(str(int(x)) for x in e if pd.notna(x)))
+            epochs = grouped["best_epoch"].agg(_epochs_label)
             out["best epochs"] = epochs.loc[names].replace("", "-")
         out.index.name = self.protocol if len(self.protocol) <= 40 else "model"
         return out
@@ -202,6 +227,12 @@ class Runs:
         return str(means.idxmax())
 
 
+def _epochs_label(epochs: pd.Series) -> str:
+    """"5" when every seed trained 5 epochs, "5, 3, 7" when they differ, "" for baselines."""
+    values = [str(int(e)) for e in epochs if pd.notna(e)]
+    return values[0] if values and len(set(values)) == 1 else ", ".join(values)
+
+
 def run_variants(
     split: Split,
     variants: Mapping[str, Variant],
@@ -214,27 +245,38 @@ def run_variants(
     refit: bool = True,
     keep_models: bool = False,
     workers: int | None = None,
+    epochs_per_seed: bool = False,
     **recommender_kwargs,
 ) -> Runs:
     """Fit each variant once per seed with :func:`fit_on_split` (or :func:`fit_staged` when its training is
-    a pair of configs) and record its per-user test results. ``refit``: see :func:`fit_on_split`.
+    a pair of configs) and record its per-user test results.
+
+    The first seed's fit early-stops on the validation split and refits; the other seeds are trained on
+    ``split.train`` for the number of epochs it chose (one hyper-parameter choice per variant, made on
+    validation; the seeds measure training noise around it). ``epochs_per_seed=True`` gives every seed its
+    own validation run, and ``refit=False`` (see :func:`fit_on_split`) needs one per seed: each keeps its
+    validation run's checkpoint. Validation metrics are recorded for the runs that have one.
+
     ``keep_models=True`` keeps each fitted recommender in ``runs.models[name]`` (one per seed), to evaluate
     them again later (:meth:`Runs.reevaluate`) without refitting. The fits run side by side in ``workers``
-    processes (:func:`tt_helpers.workers.map_in_workers`; default one per core): each fit seeds itself, so
-    the results, and the order they are recorded in, are those of fitting one after another."""
+    processes (:func:`tt_helpers.workers.map_then_in_workers`; default one per core): each fit seeds itself,
+    so the results, and the order they are recorded in, are those of fitting one after another."""
     runs = runs if runs is not None else Runs(split.protocol)
     ks = tuple(ks)
+    seeds = tuple(seeds)
+    if not seeds:
+        raise ValueError("seeds is empty: give at least one seed")
 
-    def fit_and_evaluate(job: tuple[str, int]) -> tuple[dict, pd.DataFrame, dict, TwoTowerRecommender | None]:
-        name, seed = job
+    def fit_and_evaluate(job: tuple) -> tuple[dict, pd.DataFrame, dict, TwoTowerRecommender | None]:
+        name, seed, epochs = job  # epochs: None (early-stop on validation) or the count chosen earlier
         tower, training = variants[name]
         if isinstance(training, tuple):  # staged: two phases
             first, second = (replace(t, seed=seed) for t in training)
-            fit = fit_staged(split, tower, first, second, users, items, **recommender_kwargs)
+            fit = fit_staged(split, tower, first, second, users, items, epochs=epochs, **recommender_kwargs)
             info = {"second_phase_epochs": fit.second_phase_epochs}
         else:
             fit = fit_on_split(split, tower, replace(training, seed=seed), users, items, refit=refit,
-                               **recommender_kwargs)
+                               epochs=epochs, **recommender_kwargs)
             info = {}
         summary, per_user = evaluate_detailed(fit.recommender, split, ks, relevant_items)
         info = {"best_epoch": fit.best_epoch, **info, **fit.validation}
@@ -243,11 +285,22 @@ def run_variants(
         fit.recommender.extras = {}  # shared by every fit (e.g. an impression log): attached again below
         return summary, per_user, info, fit.recommender
 
-    jobs = [(name, seed) for name in variants for seed in seeds]
-    results = map_in_workers(fit_and_evaluate, jobs, workers)
-    for (name, seed), (summary, per_user, info, recommender) in zip(jobs, results):
-        runs.add(name, summary, per_user, seed=seed, **info)
-        if keep_models:
-            recommender.extras = recommender_kwargs.get("extras") or {}  # the caller's object, not a copy
-            runs.models.setdefault(name, []).append((seed, recommender))
+    def other_seeds(job: tuple, result: tuple) -> list[tuple]:
+        name, _, _ = job
+        if epochs_per_seed or not refit:
+            return [(name, seed, None) for seed in seeds[1:]]
+        info = result[2]
+        staged = isinstance(variants[name][1], tuple)
+        second = info.get("second_phase_epochs") or 0
+        chosen = (info["best_epoch"] - second, second) if staged else info["best_epoch"]
+        return [(name, seed, chosen) for seed in seeds[1:]]
+
+    first_jobs = [(name, seeds[0], None) for name in variants]
+    first_results, more = map_then_in_workers(fit_and_evaluate, first_jobs, other_seeds, workers)
+    for name, first, rest in zip(variants, first_results, more):
+        for seed, (summary, per_user, info, recommender) in zip(seeds, [first, *rest]):
+            runs.add(name, summary, per_user, seed=seed, **info)
+            if keep_models:
+                recommender.extras = recommender_kwargs.get("extras") or {}  # the caller's object, not a copy
+                runs.models.setdefault(name, []).append((seed, recommender))
     return runs

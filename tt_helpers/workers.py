@@ -19,14 +19,14 @@ import multiprocessing
 import os
 import pickle
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from typing import Any
 
 import torch
 
 from .repro import keep_freed_memory
 
-__all__ = ["default_workers", "map_in_workers"]
+__all__ = ["default_workers", "map_in_workers", "map_then_in_workers"]
 
 _JOB: Callable[[Any], Any] | None = None  # the job the forked workers run (inherited, never pickled)
 _IN_WORKER = False  # set in each worker: a job that maps again runs its jobs there, one after another
@@ -70,11 +70,9 @@ def map_in_workers(job: Callable[[Any], Any], args: Sequence[Any], workers: int 
     in a job is raised here, as it would be in the loop, and the jobs not started yet are cancelled. Inside
     a worker, a nested call runs its jobs in that worker, one after another."""
     args = list(args)
-    workers = default_workers() if workers is None else workers
-    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-        raise ValueError(f"workers must be a positive integer, got {workers!r}")
+    workers = _checked_workers(workers)
     workers = min(workers, len(args))
-    if workers <= 1 or _IN_WORKER or "fork" not in multiprocessing.get_all_start_methods():
+    if workers <= 1 or not _can_fork():
         return [job(arg) for arg in args]
     global _JOB
     previous, _JOB = _JOB, job
@@ -87,3 +85,62 @@ def map_in_workers(job: Callable[[Any], Any], args: Sequence[Any], workers: int 
     finally:
         pool.shutdown(wait=True)
         _JOB = previous
+
+
+def map_then_in_workers(
+    job: Callable[[Any], Any],
+    args: Sequence[Any],
+    then: Callable[[Any, Any], Sequence[Any]],
+    workers: int | None = None,
+) -> tuple[list[Any], list[list[Any]]]:
+    """Jobs that depend on earlier ones: ``job(arg)`` for each of ``args``, and, as soon as one of them has
+    returned ``result``, ``job(a)`` for each ``a`` in ``then(arg, result)`` (e.g. more seeds of a variant,
+    once the first seed's validation run has chosen their epochs). Returns what the loop would::
+
+        results = [job(arg) for arg in args]
+        follow_ups = [[job(a) for a in then(arg, r)] for arg, r in zip(args, results)]
+
+    The follow-up jobs are queued behind the first ones, so no worker waits while a job is ready. ``then``
+    runs in this process. Same rules as :func:`map_in_workers` (forked workers, one thread each)."""
+    args = list(args)
+    workers = _checked_workers(workers)
+    if workers <= 1 or not _can_fork():
+        results = [job(arg) for arg in args]
+        return results, [[job(a) for a in then(arg, r)] for arg, r in zip(args, results)]
+    global _JOB
+    previous, _JOB = _JOB, job
+    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"), initializer=_start_worker)
+    try:
+        first: dict[Future, int] = {pool.submit(_run, arg): i for i, arg in enumerate(args)}
+        results: list[Any] = [None] * len(args)
+        follow_ups: list[list[Future]] = [[] for _ in args]
+        pending = set(first)
+        while pending:
+            done, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for future in done:
+                if future in first:  # a first job: queue its follow-ups
+                    i = first[future]
+                    results[i] = future.result()
+                    follow_ups[i] = [pool.submit(_run, a) for a in then(args[i], results[i])]
+                    pending.update(follow_ups[i])
+                else:
+                    future.result()  # raises a follow-up's exception now
+        return results, [[f.result() for f in futures] for futures in follow_ups]
+    except BaseException:
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    finally:
+        pool.shutdown(wait=True)
+        _JOB = previous
+
+
+def _checked_workers(workers: int | None) -> int:
+    workers = default_workers() if workers is None else workers
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"workers must be a positive integer, got {workers!r}")
+    return workers
+
+
+def _can_fork() -> bool:
+    """Not inside a worker (a nested call runs its jobs there, one after another) and ``fork`` available."""
+    return not _IN_WORKER and "fork" in multiprocessing.get_all_start_methods()

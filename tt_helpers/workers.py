@@ -70,21 +70,8 @@ def map_in_workers(job: Callable[[Any], Any], args: Sequence[Any], workers: int 
     in a job is raised here, as it would be in the loop, and the jobs not started yet are cancelled. Inside
     a worker, a nested call runs its jobs in that worker, one after another."""
     args = list(args)
-    workers = _checked_workers(workers)
-    workers = min(workers, len(args))
-    if workers <= 1 or not _can_fork():
-        return [job(arg) for arg in args]
-    global _JOB
-    previous, _JOB = _JOB, job
-    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"), initializer=_start_worker)
-    try:
-        return list(pool.map(_run, args))
-    except BaseException:
-        pool.shutdown(wait=True, cancel_futures=True)  # a job failed: do not finish the queued ones first
-        raise
-    finally:
-        pool.shutdown(wait=True)
-        _JOB = previous
+    workers = min(_checked_workers(workers), max(len(args), 1))
+    return map_then_in_workers(job, args, lambda arg, result: (), workers)[0]
 
 
 def map_then_in_workers(
@@ -104,7 +91,7 @@ def map_then_in_workers(
     runs in this process. Same rules as :func:`map_in_workers` (forked workers, one thread each)."""
     args = list(args)
     workers = _checked_workers(workers)
-    if workers <= 1 or not _can_fork():
+    if workers <= 1 or not args or not _can_fork():
         results = [job(arg) for arg in args]
         return results, [[job(a) for a in then(arg, r)] for arg, r in zip(args, results)]
     global _JOB
@@ -127,7 +114,7 @@ def map_then_in_workers(
                     future.result()  # raises a follow-up's exception now
         return results, [[f.result() for f in futures] for futures in follow_ups]
     except BaseException:
-        pool.shutdown(wait=True, cancel_futures=True)
+        pool.shutdown(wait=True, cancel_futures=True)  # a job failed: do not finish the queued ones first
         raise
     finally:
         pool.shutdown(wait=True)

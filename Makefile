@@ -33,7 +33,11 @@ endif
 # nbval re-executes the notebooks in a kernel started from pytest's own interpreter (--nbval-current-env).
 # The kernel must use the inline matplotlib backend, as when the notebooks were executed: with Agg, figures
 # are not displayed (their `<Figure size ...>` outputs go missing) and plt.show() warns on stderr.
-NBVAL_ENV := PYTHONHASHSEED=0 MPLBACKEND=module://matplotlib_inline.backend_inline
+# The CPU caps keep torch's kernels (ATen, oneDNN) and MKL's to AVX2 on CPUs that have more (AVX-512), so that
+# outputs stored on an AVX2 machine are re-made there too: kernels for other instruction sets sum in another
+# order, and the last digits move. (It narrows the gap between CPUs; it cannot promise bits on every CPU.)
+CPU_CAPS := ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2
+NBVAL_ENV := PYTHONHASHSEED=0 MPLBACKEND=module://matplotlib_inline.backend_inline $(CPU_CAPS)
 NBVAL_ARGS := --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg -p no:cacheprovider
 # What `make test-notebooks` re-executes: every notebook, or e.g. NOTEBOOKS=notebooks/01_retrieval_vs_ranking.ipynb
 NOTEBOOKS ?= notebooks
@@ -86,9 +90,19 @@ endef
 
 venv: $(STAMP)
 
+# Annoy's setup.py compiles with -march=native: its distance loops then use AVX-512 on one machine and AVX on
+# another, the trees split differently, and chapter 5's recall changes from CPU to CPU. Built with its other
+# default flags and no -march, it runs the same instructions everywhere (slower; chapter 5 measures it).
+# --no-cache-dir: a wheel pip cached from a -march=native build would otherwise be reused.
+ANNOY_FLAGS := -D_CRT_SECURE_NO_WARNINGS,-fpermissive,-O3,-ffast-math,-fno-associative-math,-DANNOYLIB_MULTITHREADED_BUILD,-std=c++14
+ANNOY_PIN := $(shell grep -E '^annoy==' $(ROOT)/requirements.txt)
+
 $(STAMP): $(ROOT)/requirements.txt $(ROOT)/requirements-scale.txt $(ROOT)/pyproject.toml
 	$(create_venv)
-	cd "$(ROOT)" && { "$(BIN)/python" -m pip install -r requirements.txt -e . 2>&1 | tee "$(PIP_LOG)"; } \
+	cd "$(ROOT)" && { ANNOY_COMPILER_ARGS='$(ANNOY_FLAGS)' "$(BIN)/python" -m pip install --no-cache-dir \
+		--no-binary annoy --force-reinstall --no-deps "$(ANNOY_PIN)" 2>&1 | tee "$(PIP_LOG)"; } \
+		|| { $(explain_pip_failure); exit 1; }
+	cd "$(ROOT)" && { "$(BIN)/python" -m pip install -r requirements.txt -e . 2>&1 | tee -a "$(PIP_LOG)"; } \
 		|| { $(explain_pip_failure); exit 1; }
 	$(install_torchrec)
 	@touch "$(STAMP)"

@@ -49,6 +49,7 @@ import torch
 import tt_helpers as tt
 from tt_helpers import ann
 from tt_helpers.index import augment_items, augment_queries
+from tt_helpers.repro import cpu_name
 
 RESULTS = pathlib.Path(__file__).resolve().parent / "results"
 K = 10
@@ -111,12 +112,7 @@ def optional(name: str):
 
 
 def machine_line(faiss, hnswlib) -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        names = [line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")]
-        cpu = names[0] if names else cpu
-    except OSError:
-        pass
+    cpu = cpu_name()
     versions = [f"Python {platform.python_version()}", f"torch {torch.__version__}",
                 f"annoy {importlib.metadata.version('annoy')}", f"numpy {np.__version__}"]
     if faiss is not None:

@@ -7,35 +7,14 @@ teardown) is left out, so they are a little below the run's wall time.
 
 from __future__ import annotations
 
-import platform
 from collections import defaultdict
 from pathlib import Path
+
+from tt_helpers.repro import cpu_description
 
 BOOK_BUDGET_S = 600.0
 
 _seconds: dict[str, float] = defaultdict(float)
-
-
-def cpu_description() -> str:
-    """The CPU's model name and the instruction set torch's kernels use.
-
-    Stored outputs are exact only on the kind of CPU that made them, so a run's log says
-    which one re-executed the chapters."""
-    model = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as info:
-            key = "model name"
-            names = [line.split(":", 1)[1] for line in info if line.startswith(key)]
-        model = names[0].strip() if names else model
-    except OSError:
-        pass
-    try:
-        import torch
-
-        capability = torch.backends.cpu.get_cpu_capability()
-    except (ImportError, AttributeError):
-        capability = "unknown"
-    return f"{model}; torch kernels: {capability}"
 
 
 def pytest_runtest_logreport(report) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
+import platform
 import random
 import sys
 from collections.abc import Iterator
@@ -31,6 +32,22 @@ def seed_everything(seed: int = DEFAULT_SEED, threads: int | None = None) -> tor
         torch.set_num_threads(threads)
     return torch.Generator().manual_seed(seed)
 
+
+def cpu_name(cpuinfo: str = "/proc/cpuinfo") -> str:
+    """The CPU's model name (Linux's ``cpuinfo``), else what :mod:`platform` knows: stored outputs are exact
+    only on the kind of CPU that made them, so logs and benchmark tables name it."""
+    try:
+        with open(cpuinfo) as info:
+            names = [line.split(":", 1)[1].strip() for line in info if line.startswith("model name")]
+    except OSError:
+        names = []
+    return names[0] if names else platform.processor() or platform.machine()
+
+
+def cpu_description() -> str:
+    """:func:`cpu_name` and the instruction set torch's kernels use (``AVX2`` under ``ATEN_CPU_CAPABILITY=avx2``
+    on an AVX-512 CPU)."""
+    return f"{cpu_name()}; torch kernels: {torch.backends.cpu.get_cpu_capability()}"
 
 
 @contextlib.contextmanager

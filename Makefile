@@ -35,7 +35,7 @@ endif
 # are not displayed (their `<Figure size ...>` outputs go missing) and plt.show() warns on stderr.
 # The CPU caps keep torch's kernels (ATen, oneDNN) and MKL's to AVX2 on CPUs that have more (AVX-512): kernels for
 # other instruction sets sum in another order, and the last digits move. The stored outputs were made under these
-# caps (on an Intel Xeon with AVX-512). They narrow the gap between CPUs, they cannot close it: on an AMD EPYC
+# caps (on an Intel Xeon with AVX-512). They narrow the gap between CPUs; they cannot close it: on an AMD EPYC
 # some of chapters 2, 3 and 5's outputs differ all the same (README, "Two torch threads").
 CPU_CAPS := ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2
 NBVAL_ENV := PYTHONHASHSEED=0 MPLBACKEND=module://matplotlib_inline.backend_inline $(CPU_CAPS)

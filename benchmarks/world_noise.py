@@ -4,12 +4,15 @@ Chapter 3 (section 4) compares negative strategies in one simulated world (``tt_
 bootstrap intervals over its test users. Those intervals hold the world fixed; the world is random too (its
 engagement draws, its exploration slots, and the logging policy re-fitted every week on them). This script
 simulates the chapter's main world (20% random slots, beta 2) once per ``--world-seeds`` value, trains the
-chapter's strategies in each (3 training seeds, as the chapter), and prints, for each comparison the chapter
-makes, the difference and verdict in every world side by side, and how many worlds agree. A verdict that
+chapter's strategies in each (3 training seeds, as in the chapter), and prints, for the chapter's
+comparisons between strategies (against random on both measures, and the main world's pairs; not those with
+EASE), the difference and verdict in every world side by side, and how many worlds agree. A verdict that
 holds in only some worlds is a close call of the simulation, not a finding. World seed 0 is the chapter's
-world. Run from the repository root (about a minute per world on 2 cores):
+world; under ``make test``'s CPU caps, on the machine that made the stored outputs, its column reproduces
+the chapter's numbers. Run from the repository root (about a minute per world on 2 cores):
 
-    TT_HELPERS_DATA=../shared/data/movielens .venv/bin/python benchmarks/world_noise.py
+    TT_HELPERS_DATA=../shared/data/movielens ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 \
+        MKL_ENABLE_INSTRUCTIONS=AVX2 .venv/bin/python benchmarks/world_noise.py
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import time
 from dataclasses import replace
 
 import pandas as pd
+import torch
 
 import tt_helpers as tt
 from tt_helpers import impressions, repro, world
@@ -33,10 +37,10 @@ NUM_NEGATIVES, IMPRESSION_NEGATIVES, STAGED_SHARE = 256, 32, 0.3
 SHARES = (0.1, 0.3, 0.5)
 WORLD_METRIC, TRUTH_TOP, TRUTH_METRIC = "Recall@10", 20, "Recall@100"
 SEEDS = (0, 1, 2)
+STRATEGIES = ("impressions only", "mix 10%", "mix 30%", "mix 50%", "staged", "mix 30%, uncorrected")
 PAIRS = [  # (a, b, measure): the comparisons of the chapter's section 4
-    *((name, "random", "held-out") for name in
-      ("impressions only", "mix 10%", "mix 30%", "mix 50%", "staged", "mix 30%, uncorrected")),
-    *((name, "random", "truth") for name in ("impressions only", "staged", "mix 30%, uncorrected")),
+    *((name, "random", "held-out") for name in STRATEGIES),
+    *((name, "random", "truth") for name in STRATEGIES),
     ("mix 30%", "mix 30%, uncorrected", "held-out"),
     ("mix 50%", "mix 30%", "held-out"),
     ("staged", "mix 30%", "held-out"),
@@ -96,11 +100,11 @@ def main() -> None:
             c = found[pair]
             row[f"world {seed}"] = f"{c.difference:+.4f} {word(c)}"
         verdicts = [word(found[pair]) for found in results.values()]
-        row["a beats b"] = f"{verdicts.count('a')} of {len(verdicts)}"
-        row["within"] = f"{verdicts.count('=')} of {len(verdicts)}"
+        for label, key in (("a beats b", "a"), ("within", "="), ("b beats a", "b")):
+            row[label] = f"{verdicts.count(key)} of {len(verdicts)}"
         rows.append(row)
-    print(f"machine: {repro.cpu_description()}; {platform.python_version()}; {len(args.world_seeds)} worlds in "
-          f"{seconds:.0f} s")
+    print(f"machine: {repro.cpu_description()}; Python {platform.python_version()}, torch {torch.__version__}; "
+          f"{len(args.world_seeds)} worlds in {seconds:.0f} s")
     print("main world (20% random slots, beta 2), one world per seed; engaged share: "
           + ", ".join(f"world {s} {r['engaged share']:.2%}" for s, r in results.items()))
     print("difference a - b (held-out Recall@10 or truth Recall@100), verdict: a = a beats b, b = b beats a, "

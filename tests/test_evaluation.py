@@ -286,3 +286,33 @@ def test_interaction_hit_rate_counts_ties_at_the_cut_against_the_model():
     assert evaluation.interaction_hit_rate(flat, split, k=11).mean() == 1.0
     with pytest.raises(ValueError, match="catalogue size"):
         evaluation.interaction_hit_rate(flat, split, k=12)
+
+
+def test_relevance_is_kept_on_the_split_and_recomputed_when_a_frame_changes_in_place():
+    split = tiny_split()
+    first = evaluation.evaluate(FixedModel(SCORES), split, ks=(1, 2), per_user=True)
+    kept = evaluation._Relevance.of(split)
+    assert evaluation._Relevance.of(split) is kept  # the second evaluation reuses it
+    again = evaluation.evaluate(FixedModel(SCORES), split, ks=(1, 2), per_user=True)
+    pd.testing.assert_frame_equal(first, again)
+    # user 2 (index 1) now rated the test item 5: it becomes relevant, and evaluate must see it
+    test = split.test.frame
+    test.loc[(test["user_idx"] == 1) & (test["item_idx"] == 4), "rating"] = 5.0
+    changed = evaluation.evaluate(FixedModel(SCORES), split, ks=(1, 2), per_user=True)
+    assert evaluation._Relevance.of(split) is not kept
+    assert changed.index.tolist() == [0, 1, 2]
+    assert changed.index.tolist() == evaluation.evaluate(FixedModel(SCORES), tiny_split_with(test), ks=(1,),
+                                                         per_user=True).index.tolist()
+
+
+def tiny_split_with(test: pd.DataFrame) -> splits.Split:
+    split = tiny_split()
+    return splits.Split(split.train, splits.Interactions(test.copy(), split.catalog), split.protocol, split.resplit)
+
+
+def test_relevance_without_masks_for_large_catalogues_gives_the_same_results(monkeypatch):
+    expected = evaluation.evaluate(FixedModel(SCORES), tiny_split(), ks=(1, 2, 5), per_user=True)
+    monkeypatch.setattr(evaluation._Relevance, "MASK_LIMIT", 0)  # rows built per batch, as for big catalogues
+    split = tiny_split()
+    pd.testing.assert_frame_equal(evaluation.evaluate(FixedModel(SCORES), split, ks=(1, 2, 5), per_user=True), expected)
+    assert evaluation._Relevance.of(split)._seen_mask is None

@@ -242,3 +242,29 @@ def test_top_k_ranking_and_first_relevant_rank_equal_the_full_stable_sort_with_m
             assert torch.equal(metrics.top_k_ranking(key, k), full[:, :k]), (trial, k)
         expected = metrics.hit_matrix(full, relevant).float().argmax(1) + 1
         assert torch.equal(metrics.first_relevant_rank(key, relevant), expected)
+
+
+def test_top_k_ranking_takes_topk_order_only_where_no_keys_tie_and_sorts_the_rows_that_tie():
+    g = torch.Generator().manual_seed(1)
+    key = torch.randn(6, 300, generator=g)  # distinct keys: row 0 and 5 stay so
+    key[1, 10:40] = key[1].max() + 1.0  # a tie inside the top 20 and at its cut (30 equal best keys)
+    key[2, [3, 7]] = key[2].max() + 1.0  # a tie inside the top 20, not at the cut
+    twentieth = key[3].topk(20).values[-1]
+    key[3, [0, 299]] = twentieth  # two more items equal to the 20th key: a tie at the cut only
+    key[4, 5:] = float("-inf")  # fewer allowed items than k: the rest tie at -inf
+    for k in (1, 20, 299):
+        full = torch.sort(key, dim=1, descending=True, stable=True).indices[:, :k]
+        assert torch.equal(metrics.top_k_ranking(key, k), full), k
+    # row 3: the full sort keeps the lower indices among the tied 20th keys
+    assert 0 in metrics.top_k_ranking(key, 20)[3] and 299 not in metrics.top_k_ranking(key, 20)[3]
+
+
+def test_first_relevant_rank_from_the_top_hits_equals_the_scan():
+    g = torch.Generator().manual_seed(2)
+    key = torch.randint(0, 40, (50, 120), generator=g).float()  # ties everywhere
+    relevant = torch.rand(key.shape, generator=g) < 0.03
+    relevant[~relevant.any(1), -1] = True
+    for k in (1, 10, 119):
+        hits = metrics.hit_matrix(metrics.top_k_ranking(key, k), relevant)
+        assert not hits.any(1).all() or k == 119  # some rows find no hit in the top k: they are scanned
+        assert torch.equal(metrics.first_relevant_rank(key, relevant, hits), metrics.first_relevant_rank(key, relevant))

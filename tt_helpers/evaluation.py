@@ -6,6 +6,7 @@ two-tower models alike. Higher scores rank first.
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Callable, Iterable, Sequence
 from typing import Protocol
 
@@ -72,7 +73,7 @@ def evaluate_detailed(
             rows.setdefault(f"Recall@{k}", []).append(metrics.recall_at_k(hits, n_rel, k))
             rows.setdefault(f"HitRate@{k}", []).append(metrics.hit_rate_at_k(hits, k))
             rows.setdefault(f"NDCG@{k}", []).append(metrics.ndcg_at_k(hits, n_rel, k))
-        rows.setdefault("MRR", []).append(1.0 / metrics.first_relevant_rank(key, relevant).float())
+        rows.setdefault("MRR", []).append(1.0 / metrics.first_relevant_rank(key, relevant, hits).float())
         users.append(batch)
         tops.append(ranked)
     per_user_frame = pd.DataFrame({name: torch.cat(v).numpy() for name, v in rows.items()}, index=np.concatenate(users))
@@ -287,6 +288,13 @@ def _relevance(
     """``(users, relevant, seen)``: the evaluated users (ascending: those with a relevant item), and per user
     index the relevant test items (test positives not rated in training, within ``relevant_items``) and the
     training items (excluded from every ranking)."""
+    found = _Relevance.of(split, relevant_items)
+    return found.users, found.relevant, found.seen
+
+
+def _compute_relevance(
+    split: Split, relevant_items: np.ndarray | None = None
+) -> tuple[np.ndarray, list[np.ndarray], list[np.ndarray]]:
     n_items = split.catalog.n_items
     seen = split.train.user_items()
     relevant = split.test.user_items(positives_only=True)
@@ -301,6 +309,59 @@ def _relevance(
     return users, relevant, seen
 
 
+class _Relevance:
+    """:func:`_relevance` of one split, kept on the split: early stopping evaluates the same validation
+    split after every epoch, and every fit of a chapter the same test split. With bool masks ``[n_users,
+    n_items]`` of the relevant and the training items where they are small (``MASK_LIMIT`` cells), so that a
+    batch's rows are one copy. A fingerprint of the split's columns that decide relevance is checked on each
+    use: a frame changed in place is recomputed, never served stale."""
+
+    MASK_LIMIT = 50_000_000  # cells per mask (50 MB of bools); beyond, rows are built per batch
+    _ATTRIBUTE = "_tt_relevance"
+
+    def __init__(self, split: Split, relevant_items: np.ndarray | None):
+        self.n_items = split.catalog.n_items
+        self.users, self.relevant, self.seen = _compute_relevance(split, relevant_items)
+        small = split.catalog.n_users * self.n_items <= self.MASK_LIMIT
+        everyone = np.arange(split.catalog.n_users)
+        self._relevant_mask = _bool_rows(self.relevant, everyone, self.n_items) if small else None
+        self._seen_mask = _bool_rows(self.seen, everyone, self.n_items) if small else None
+
+    @classmethod
+    def of(cls, split: Split, relevant_items: np.ndarray | None = None) -> _Relevance:
+        restriction = None if relevant_items is None else np.asarray(relevant_items).tobytes()
+        fingerprint = _fingerprint(split, restriction)
+        cache = split.__dict__.setdefault(cls._ATTRIBUTE, {})  # Split is frozen: its __dict__ takes the cache
+        entry = cache.get(restriction)
+        if entry is None or entry[0] != fingerprint:
+            entry = cache[restriction] = (fingerprint, cls(split, relevant_items))
+        return entry[1]
+
+    def relevant_rows(self, batch: np.ndarray) -> torch.Tensor:
+        """Bool ``[len(batch), n_items]``: each user's relevant items."""
+        if self._relevant_mask is None:
+            return _bool_rows(self.relevant, batch, self.n_items)
+        return self._relevant_mask.index_select(0, torch.as_tensor(batch))
+
+    def seen_rows(self, batch: np.ndarray) -> torch.Tensor:
+        """Bool ``[len(batch), n_items]``: each user's training items (excluded from the ranking)."""
+        if self._seen_mask is None:
+            return _bool_rows(self.seen, batch, self.n_items)
+        return self._seen_mask.index_select(0, torch.as_tensor(batch))
+
+
+def _fingerprint(split: Split, restriction: bytes | None) -> tuple:
+    """What relevance depends on: both parts' (user, item) pairs, the test ratings and the threshold."""
+    parts: list = [split.catalog.n_users, split.catalog.n_items, split.test.positive_threshold, restriction]
+    for side in (split.train, split.test):
+        frame = side.frame
+        parts.append(len(frame))
+        columns = ["user_idx", "item_idx"] + (["rating"] if side is split.test and side.has_ratings else [])
+        for column in columns:
+            parts.append(zlib.crc32(np.ascontiguousarray(frame[column].to_numpy()).tobytes()))
+    return tuple(parts)
+
+
 def _scored_batches(model: Recommender, split: Split, batch_size: int = 1024, relevant_items: np.ndarray | None = None):
     """Yield ``(users, key, relevant)`` per batch of evaluated users: the ranking key of
     :func:`metrics.ranking_key` (training items excluded) and the bool matrix of each user's relevant test
@@ -308,7 +369,8 @@ def _scored_batches(model: Recommender, split: Split, batch_size: int = 1024, re
     is excluded.
     """
     n_items = split.catalog.n_items
-    users, relevant, seen = _relevance(split, relevant_items)
+    found = _Relevance.of(split, relevant_items)
+    users = found.users
     with torch.no_grad():
         for start in range(0, len(users), batch_size):
             batch = users[start : start + batch_size]
@@ -324,8 +386,8 @@ def _scored_batches(model: Recommender, split: Split, batch_size: int = 1024, re
                     f"model.score returned NaN for user indices {bad}: NaN would rank first and every metric "
                     "would be meaningless. The model has probably diverged (lower the learning rate)."
                 )
-            key = metrics.ranking_key(scores, _bool_rows(seen, batch, n_items))
-            yield batch, key, _bool_rows(relevant, batch, n_items)
+            key = metrics.ranking_key(scores, found.seen_rows(batch))
+            yield batch, key, found.relevant_rows(batch)
 
 
 def _hit_batches(model: Recommender, split: Split, batch_size: int = 1024, relevant_items: np.ndarray | None = None):

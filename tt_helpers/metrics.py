@@ -34,23 +34,47 @@ def ranking_key(scores: torch.Tensor, exclude: torch.Tensor) -> torch.Tensor:
 
 def top_k_ranking(key: torch.Tensor, k: int) -> torch.Tensor:
     """The first ``k`` columns of the full ranking by ``key`` (descending, ties by lower index), exactly, at
-    the cost of a ``topk`` plus a sort of the candidates: every item whose key reaches the ``k``-th largest
-    is a candidate, so ties at the cut are broken as the full sort breaks them. ``[users, items] -> [users, k]``.
+    the cost of a ``topk``: a row whose top ``k`` keys are distinct, none equal to a key outside them, has
+    one order and ``topk`` gives it; the rows with ties (e.g. items that share the out-of-vocabulary
+    embedding) take every item whose key reaches their ``k``-th largest as a candidate and sort those, so
+    ties are broken as the full sort breaks them. ``[users, items] -> [users, k]``.
     """
     n = key.shape[1]
     if k >= n:
         return torch.sort(key, dim=1, descending=True, stable=True).indices[:, :k]
-    kth = torch.topk(key, k, dim=1).values[:, -1:]
-    m = int((key >= kth).sum(1).max())  # the most candidates any row has (ties at the cut included)
-    candidates = torch.topk(key, m, dim=1).indices
-    candidates = torch.sort(candidates, dim=1).values  # index order, so the stable sort breaks ties by index
+    values, ranked = torch.topk(key, k, dim=1)  # sorted, but in no defined order among equal keys
+    reach = (key >= values[:, -1:]).sum(1)  # items whose key reaches the k-th largest: k unless it ties
+    tied = (reach > k) | (values[:, 1:] == values[:, :-1]).any(1)
+    if tied.any():
+        rows = tied.nonzero().squeeze(1)
+        ranked[rows] = _top_k_with_ties(key[rows], k, int(reach[rows].max()))
+    return ranked
+
+
+def _top_k_with_ties(key: torch.Tensor, k: int, m: int) -> torch.Tensor:
+    """:func:`top_k_ranking` for rows with ties: the ``m`` best keys of each row (``m`` covers every tie at
+    the cut), put in index order, then a stable sort by key, so equal keys keep the lower index first."""
+    candidates = torch.sort(torch.topk(key, m, dim=1).indices, dim=1).values
     order = torch.sort(torch.gather(key, 1, candidates), dim=1, descending=True, stable=True).indices
     return torch.gather(candidates, 1, order)[:, :k]
 
 
-def first_relevant_rank(key: torch.Tensor, relevant: torch.Tensor) -> torch.Tensor:
+def first_relevant_rank(
+    key: torch.Tensor, relevant: torch.Tensor, top_hits: torch.Tensor | None = None
+) -> torch.Tensor:
     """1-based rank of each user's first relevant item in the full ranking by ``key`` (as
-    :func:`exclude_and_rank` orders it), without sorting; ``[users]`` (long). Every row needs a relevant item."""
+    :func:`exclude_and_rank` orders it), without sorting; ``[users]`` (long). Every row needs a relevant item.
+
+    ``top_hits``: the hit matrix of the ranking's first columns (``hit_matrix(top_k_ranking(key, k),
+    relevant)``), if already computed: a row with a hit there takes its rank from it, and only the other
+    rows are scanned."""
+    if top_hits is not None:
+        found = top_hits.any(1)
+        rank = top_hits.to(torch.uint8).argmax(1) + 1  # argmax: the first of equal maxima, the first hit
+        if not found.all():
+            rest = ~found
+            rank[rest] = first_relevant_rank(key[rest], relevant[rest])
+        return rank
     best = key.masked_fill(~relevant, float("-inf")).max(1, keepdim=True).values
     at_best = relevant & (key == best)
     first = at_best.float().argmax(1, keepdim=True)  # the lowest index among the best relevant items

@@ -29,6 +29,7 @@ from tt_helpers.training import (
     TrainingData,
     batch_loss,
     batches,
+    distinct_ids,
     make_sampler,
     positive_examples,
     train_epochs,
@@ -578,3 +579,12 @@ def test_the_loop_applies_the_schedule_and_records_it_in_the_history():
 def test_train_config_refuses_a_bad_schedule(kwargs, field):
     with pytest.raises(ValueError, match=field):
         TrainConfig(**kwargs)
+
+
+@pytest.mark.parametrize("n_ids", [0, 5, 100, 5000])
+def test_distinct_ids_equal_torch_unique_on_both_paths(n_ids):
+    ids = torch.randint(0, 300, (n_ids,), generator=torch.Generator().manual_seed(n_ids))
+    unique, inverse = distinct_ids(ids, 300)  # 0 and 5 ids: unique's sort; 100, 5000: presence table
+    expected_unique, expected_inverse = torch.unique(ids, return_inverse=True)
+    assert torch.equal(unique, expected_unique) and torch.equal(inverse, expected_inverse)
+    assert torch.equal(unique[inverse], ids)

@@ -116,4 +116,6 @@ def reciprocal_rank(hits: torch.Tensor) -> torch.Tensor:
 
 def catalogue_coverage(top_items: torch.Tensor, n_items: int) -> float:
     """Share of the catalogue that appears in at least one user's list ``top_items`` (``[users, k]``)."""
-    return torch.unique(top_items).numel() / n_items
+    present = torch.zeros(n_items, dtype=torch.bool)
+    present[top_items.reshape(-1)] = True  # a presence table: no sort of the users x k ids
+    return int(present.sum()) / n_items

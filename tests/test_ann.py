@@ -49,6 +49,18 @@ def test_exact_and_annoy_rows():
     assert dot[ann.RECALL].iloc[0] < grid.query("n_trees == 4 and search_k == 400")[ann.RECALL].iloc[0]
 
 
+def test_annoy_grids_in_workers_give_the_rows_of_one_call_after_another():
+    corpus = ann.embedding_like(2000, dim=16, n_queries=40, norm_sigma=0.8, seed=1)
+    _, ids = ann.exact_rows(corpus, single_queries=5)
+    calls = [dict(corpus=corpus, exact_ids=ids, n_trees=(3,), search_k=(100, 400), seed=seed, **options)
+             for options in ({}, {"metric": "dot"}) for seed in (0, 1, 2)]
+    together = ann.annoy_grids(calls, workers=2)
+    one_by_one = pd.concat([ann.annoy_grid(**call).assign(seed=call["seed"]) for call in calls], ignore_index=True)
+    stable = ["method", "n_trees", "search_k", ann.RECALL, "size (MB)", "seed"]  # not the timings
+    pd.testing.assert_frame_equal(together[stable], one_by_one[stable], check_exact=True)
+    assert together.groupby("method")[ann.RECALL].nunique().max() > 1  # the seeds build different forests
+
+
 def test_pareto_front_and_recommended_setting():
     frame = pd.DataFrame({"setting": list("abcde"), ann.RECALL: [0.5, 0.9, 0.8, 0.97, 0.99],
                           "QPS": [1000.0, 500.0, 400.0, 300.0, 100.0]})

@@ -359,3 +359,13 @@ def test_corrected_sampled_softmax_gradient_converges_to_the_full_softmax_gradie
     for m in (10, 100, 1000):
         assert uncorrected[m] > 0.5 and uncorrected[m] > 10 * errors[1000]
     assert uncorrected[1000] == pytest.approx(limit, rel=0.1)
+
+
+def test_hits_given_as_float_offsets_give_the_same_offsets_as_the_bool_mask():
+    _, _, _, _, log_q, is_hit, _ = pipeline_problem(seed=23)
+    as_offsets = torch.zeros(is_hit.shape).masked_fill_(is_hit, float("-inf"))
+    assert is_hit.any() and (~is_hit).any()
+    for q in (log_q, None):
+        assert torch.equal(
+            losses.logit_offsets(q, as_offsets, is_hit.shape), losses.logit_offsets(q, is_hit, is_hit.shape)
+        )

@@ -3,6 +3,7 @@
 import contextlib
 import io
 import json
+import multiprocessing
 import shutil
 
 import numpy as np
@@ -10,7 +11,7 @@ import pandas as pd
 import pytest
 
 import tt_helpers
-from tt_helpers import UnknownIdError, fit_two_tower, load_recommender
+from tt_helpers import UnknownIdError, fit_two_tower, fit_two_tower_per_seed, load_recommender
 from tt_helpers.catalog import IdTypeError
 from tt_helpers.examples import positive_examples
 from tt_helpers.own_data import (
@@ -94,6 +95,23 @@ def copy_of(saved, tmp_path):
 
 
 # --------------------------------------------------------------------------- settings and inputs
+
+
+@pytest.mark.skipif("fork" not in multiprocessing.get_all_start_methods(), reason="worker processes are forked")
+def test_fits_per_seed_in_workers_are_the_loops_fits_and_the_first_report_is_printed_here(fitted, capsys):
+    seeds = (0, 1, 2)
+    fits = fit_two_tower_per_seed(interaction_log(), user_table(), item_table(), seeds=seeds,
+                                  **(FAST | {"verbose": True}))
+    assert capsys.readouterr().out == fitted[1]  # seed 0's report, as fit_two_tower printed it
+    asked = ["u0", "u5", FEATURES_ONLY_USER]
+    for seed, fit in zip(seeds, fits):
+        alone = fitted[0] if seed == 0 else fit_two_tower(interaction_log(), user_table(), item_table(), seed=seed,
+                                                          **FAST)
+        assert fit.best_epoch == alone.best_epoch
+        pd.testing.assert_frame_equal(fit.recommend(asked, k=5), alone.recommend(asked, k=5), check_exact=True)
+    assert not fits[0].recommend(asked, k=5).equals(fits[1].recommend(asked, k=5))  # the seeds differ
+    with pytest.raises(ValueError, match="seeds is empty"):
+        fit_two_tower_per_seed(interaction_log(), seeds=())
 
 
 def test_defaults_are_valid_settings_and_overrides_reach_the_configs(fitted):

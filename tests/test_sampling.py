@@ -308,6 +308,25 @@ def test_positive_set_dense_and_sparse_paths_agree(monkeypatch):
     assert dense.mask(q_users, 50).sum() == 3 * len(set(zip(users.tolist(), items.tolist())))
 
 
+@pytest.mark.parametrize("path", ["offset table", "dense without the table", "sparse"])
+def test_positive_set_hit_offsets_are_minus_inf_exactly_where_contains_is_true(path, monkeypatch):
+    if path != "offset table":
+        monkeypatch.setattr(PositiveSet, "OFFSET_LIMIT", 0)
+    if path == "sparse":
+        monkeypatch.setattr(PositiveSet, "DENSE_LIMIT", 0)
+    users, items = positive_pairs(seed=3, n_users=20, n_items=50, n=300)
+    ps = PositiveSet(users, items, 50, 20)
+    q_users = torch.arange(20).repeat(3)
+    for q_items in (torch.randint(50, (60, 25), generator=gen(5)), torch.arange(50), torch.tensor([4, 0, 9])):
+        hit = ps.contains(q_users, q_items)
+        offsets = ps.hit_offsets(q_users, q_items)
+        assert offsets.dtype == torch.float32 and offsets.shape == hit.shape and hit.any()
+        assert torch.isneginf(offsets[hit]).all() and (offsets[~hit] == 0).all()
+    unknown = torch.tensor([3, 25])  # a user past the table: no hits, as contains says
+    everything = torch.arange(50)
+    assert torch.equal(torch.isneginf(ps.hit_offsets(unknown, everything)), ps.contains(unknown, everything))
+
+
 def test_positive_set_users_without_positives():
     ps = PositiveSet(np.array([0, 2]), np.array([1, 1]), n_items=3)  # n_users inferred: 3
     assert ps.contains(torch.tensor([1, 2]), torch.tensor([0, 1, 2])).tolist() == [[False] * 3, [False, True, False]]

@@ -27,6 +27,8 @@ from tt_helpers.towers import TowerConfig, TwoTowerModel
 from tt_helpers.training import (
     TrainConfig,
     TrainingData,
+    accidental_hit_offsets,
+    accidental_hits,
     batch_loss,
     batches,
     distinct_ids,
@@ -173,6 +175,20 @@ def test_in_batch_accidental_hits_are_left_out(remove):
     # this batch really has hits: the other choices give other numbers
     assert loss != pytest.approx(manual_softmax(model, BATCH, candidates, remove_hits=not remove), rel=1e-4)
     assert loss != pytest.approx(manual_softmax(model, BATCH, candidates, only_diagonal=True), rel=1e-4)
+
+
+def test_accidental_hit_offsets_are_the_accidental_hits_as_minus_inf():
+    _, data = hand_built()
+    in_batch = InBatchSampler(data.item_probabilities).sample(BATCH, torch.Generator()).blocks()
+    shared = FixedSampler([1, 2, 3, 5, 0, 6], [0.0] * 7).sample(BATCH, torch.Generator()).blocks()
+    per_example = [Negatives(torch.tensor([[2, 0], [1, 4], [2, 2], [6, 1], [5, 3]]), torch.zeros(5, 2))]
+    for blocks in (in_batch, shared, per_example, in_batch + per_example):
+        for positives in (data.positives, None):
+            is_hit = accidental_hits(BATCH, blocks, positives)
+            offsets = accidental_hit_offsets(BATCH, blocks, positives)
+            assert offsets.shape == is_hit.shape and offsets.is_floating_point()
+            assert torch.equal(torch.isneginf(offsets), is_hit) and (offsets[~is_hit] == 0).all()
+    assert accidental_hits(BATCH, in_batch, data.positives)[:, 1:].any()  # the batch has hits to find
 
 
 def test_in_batch_with_distinct_items_equals_the_b_by_b_softmax():

@@ -10,7 +10,7 @@ The public names, on one screen (see the book's "API at a glance" page):
 * evaluation: :func:`evaluate`, :func:`tune`, :func:`compare` (the one rule for "A beats B"),
   :func:`run_variants` and :class:`Runs`;
 * your own data: :func:`fit_two_tower` -> :class:`FittedTwoTower` (``recommend``, ``save``),
-  :func:`load_recommender`;
+  :func:`load_recommender`, and :func:`fit_two_tower_per_seed` (one fit per seed, side by side);
 * serving: :class:`ExactIndex` and :class:`AnnoyIndex` (exact or approximate top-k inner product, one
   interface), :func:`load_index`, and :class:`Retriever` (a saved recommender's user tower in front of a saved
   item index, seen items filtered);
@@ -28,7 +28,7 @@ from .evaluation import evaluate, evaluate_detailed, tune
 from .experiments import Runs, fit_on_split, run_variants
 from .frequency import StreamingFrequencyEstimator
 from .index import AnnoyIndex, ExactIndex, load_index
-from .own_data import FittedTwoTower, fit_two_tower, load_recommender
+from .own_data import FittedTwoTower, fit_two_tower, fit_two_tower_per_seed, load_recommender
 from .recipe import TwoTowerRecommender
 from .repro import seed_everything
 from .serving import Retriever
@@ -60,6 +60,7 @@ __all__ = [
     "evaluate_detailed",
     "fit_on_split",
     "fit_two_tower",
+    "fit_two_tower_per_seed",
     "global_temporal_split",
     "load_index",
     "load_movielens",

@@ -21,7 +21,7 @@ import dataclasses
 import pathlib
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -29,6 +29,7 @@ import pandas as pd
 
 from .index import AnnoyIndex, ExactIndex, RetrievalIndex, recall_against_exact
 from .repro import torch_threads
+from .workers import map_in_workers
 
 RECALL = "recall@10"  # the tables' recall column (k = 10)
 
@@ -206,6 +207,18 @@ def annoy_grid(corpus: Corpus, exact_ids: np.ndarray, n_trees: Sequence[int] = (
     return table(rows)
 
 
+def annoy_grids(calls: Sequence[Mapping[str, Any]], workers: int | None = None) -> pd.DataFrame:
+    """:func:`annoy_grid` once per mapping of its arguments (``corpus``, ``exact_ids``, ``n_trees``, ...), the
+    calls side by side in worker processes (:func:`tt_helpers.workers.map_in_workers`); their rows in the
+    order of ``calls``, with a ``seed`` column. Every build is seeded and runs on one thread (``n_jobs=1``),
+    so the forests, and their recall, are those of calling one after another; the latencies are measured
+    while the other workers run, so they are comparable only with each other."""
+    def grid(arguments: Mapping[str, Any]) -> pd.DataFrame:
+        return annoy_grid(**arguments).assign(seed=int(arguments.get("seed", 0)))
+
+    return pd.concat(map_in_workers(grid, list(calls), workers), ignore_index=True)
+
+
 def annoy_label(index: AnnoyIndex) -> str:
     """How an :class:`~tt_helpers.AnnoyIndex` searches: ``"Annoy, MIPS reduction"``, ``"Annoy, angular"`` or
     ``"Annoy, dot (1.17.3)"``."""
@@ -292,6 +305,7 @@ __all__ = [
     "RECALL",
     "Corpus",
     "annoy_grid",
+    "annoy_grids",
     "annoy_label",
     "best_settings",
     "by_catalogue_size",

@@ -97,9 +97,12 @@ def remove_accidental_hits(logits: torch.Tensor, is_hit: torch.Tensor) -> torch.
 def logit_offsets(log_q: torch.Tensor | None, is_hit: torch.Tensor | None, shape: torch.Size) -> torch.Tensor | None:
     """Steps 3 and 4 as one constant ``[B, 1 + M]`` added to the logits: ``-log q``, and ``-inf`` on the
     accidental hits. Neither depends on the model, so computing them apart from the logits gives the same
-    loss and keeps the backward pass a plain copy (no masked gradient)."""
+    loss and keeps the backward pass a plain copy (no masked gradient). ``is_hit`` is a bool mask or, float,
+    the hits already as offsets (``-inf`` on a hit, 0 elsewhere), which is added as it is."""
     if log_q is None and is_hit is None:
         return None
+    if is_hit is not None and is_hit.is_floating_point():  # already offsets: -inf on the hits, 0 elsewhere
+        return is_hit - log_q.expand(shape) if log_q is not None else is_hit.expand(shape)
     offsets = -log_q.expand(shape) if log_q is not None else torch.zeros(shape)  # = logq_correction(0, log_q)
     return offsets.masked_fill_(is_hit, NEG_INF) if is_hit is not None else offsets  # = remove_accidental_hits
 
@@ -140,7 +143,8 @@ def retrieval_loss(
 ) -> torch.Tensor:
     """The whole pipeline, composed in one place. ``users`` and ``positives`` ``[B, d]``; candidate blocks
     ``[M_i, d]``, ``[B, M_i, d]`` or :class:`IndexedCandidates`; ``log_q`` ``[B, 1 + M]`` (None: no
-    correction); ``is_hit`` bool ``[B, 1 + M]`` (None: no masking); ``weights`` ``[B]``. Returns a scalar."""
+    correction); ``is_hit`` bool ``[B, 1 + M]`` or the same as float offsets (0, and ``-inf`` on a hit;
+    None: no masking); ``weights`` ``[B]``. Returns a scalar."""
     logits = retrieval_logits(apply_temperature(users, temperature), positives, candidate_blocks)
     offsets = logit_offsets(log_q, is_hit, logits.shape)
     if offsets is not None:

@@ -20,6 +20,7 @@ a test split.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import difflib
 import hashlib
@@ -54,6 +55,7 @@ from .recipe import TwoTowerRecommender
 from .splits import Interactions, Split, temporal_user_split
 from .towers import TowerConfig, TwoTowerModel
 from .training import TrainConfig
+from .workers import default_workers, map_in_workers
 
 # --------------------------------------------------------------------------- the recipe's settings
 
@@ -213,6 +215,41 @@ def fit_two_tower(
         best_epoch=best_epoch,
         validation_history=history,
     )
+
+
+def fit_two_tower_per_seed(
+    interactions: pd.DataFrame,
+    user_features: pd.DataFrame | None = None,
+    item_features: pd.DataFrame | None = None,
+    *,
+    seeds: Sequence[int],
+    verbose: bool = True,
+    workers: int | None = None,
+    **kwargs: Any,
+) -> list[FittedTwoTower]:
+    """:func:`fit_two_tower` once per seed (``kwargs`` passed on), the fits side by side in worker processes
+    (:func:`tt_helpers.workers.map_in_workers`): the same recommenders, in the order of ``seeds``, as the loop
+    ``[fit_two_tower(..., seed=s) for s in seeds]``. With ``verbose``, the first seed's report (the feature
+    detection and the epochs chosen) is printed here, as that loop would print it with
+    ``verbose=(s == seeds[0])``. ``workers``: default one process per seed (``TT_HELPERS_WORKERS`` if set),
+    more than the cores if need be: each runs one thread, and with three fits on two cores a third that
+    waited for a free core would run alone at the end."""
+    seeds = list(seeds)
+    if not seeds:
+        raise ValueError("seeds is empty: give at least one seed")
+    if workers is None:
+        workers = default_workers() if "TT_HELPERS_WORKERS" in os.environ else len(seeds)
+
+    def fit(seed: int) -> tuple[FittedTwoTower, str]:
+        report = io.StringIO()
+        with contextlib.redirect_stdout(report):  # printed by the caller, not by a worker
+            fitted = fit_two_tower(interactions, user_features, item_features, seed=seed,
+                                   verbose=verbose and seed == seeds[0], **kwargs)
+        return fitted, report.getvalue()
+
+    results = map_in_workers(fit, seeds, workers=workers)
+    print(results[0][1], end="")
+    return [fitted for fitted, _ in results]
 
 
 def valid_settings() -> tuple[str, ...]:

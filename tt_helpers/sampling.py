@@ -260,6 +260,7 @@ class PositiveSet:
     otherwise a binary search on sorted keys ``u * n_items + i``, whose memory grows with the positives only."""
 
     DENSE_LIMIT = 50_000_000  # cells; 50 MB of bools
+    OFFSET_LIMIT = 12_500_000  # cells; 50 MB of floats for :meth:`hit_offsets`' table
 
     def __init__(self, user_idx: np.ndarray, item_idx: np.ndarray, n_items: int, n_users: int | None = None):
         user_idx = np.array(user_idx, dtype=np.int64)  # a writable copy
@@ -273,6 +274,7 @@ class PositiveSet:
             self.flat = self.dense.view(-1).view(torch.uint8)
         self.keys = torch.from_numpy(np.unique(user_idx * n_items + item_idx))
         self.catalogue = torch.arange(n_items)  # the full softmax's candidate ids, recognised in contains
+        self._offsets: torch.Tensor | None = None  # float twin of the bitmap, built on first hit_offsets
 
     def contains(self, user_idx: torch.Tensor, item_ids: torch.Tensor) -> torch.Tensor:
         """``[B]`` users and ``[M]`` or ``[B, M]`` items -> bool ``[B, M]``."""
@@ -289,6 +291,32 @@ class PositiveSet:
         keys = user_idx.unsqueeze(1) * self.n_items + item_ids  # [B, M]
         pos = torch.searchsorted(self.keys, keys).clamp(max=len(self.keys) - 1)
         return self.keys[pos] == keys
+
+    def hit_offsets(self, user_idx: torch.Tensor, item_ids: torch.Tensor) -> torch.Tensor:
+        """:meth:`contains` as additive float offsets: ``-inf`` where the item is a positive of the user, 0
+        elsewhere (``[B, M]``). With many hits (in-batch candidates of heavy users: about a quarter of the
+        pairs on MovieLens), gathering these floats is several times cheaper than filling a float tensor
+        through the bool mask, and adding them to the logits gives the same numbers."""
+        table = self._offset_table()
+        if table is None or not self._all_known(user_idx):
+            hit = self.contains(user_idx, item_ids)
+            return torch.zeros(hit.shape).masked_fill_(hit, float("-inf"))
+        if item_ids.dim() == 1:
+            if len(item_ids) == self.n_items and torch.equal(item_ids, self.catalogue):
+                return table.view(-1, self.n_items).index_select(0, user_idx)  # whole rows
+            item_ids = item_ids.unsqueeze(0)
+        keys = (user_idx.unsqueeze(1) * self.n_items).to(torch.int32) + item_ids.to(torch.int32)  # [B, M]
+        return table.index_select(0, keys.reshape(-1)).view(keys.shape)
+
+    def _offset_table(self) -> torch.Tensor | None:
+        if self.dense is None or self.dense.numel() > self.OFFSET_LIMIT:
+            return None
+        if self._offsets is None:
+            self._offsets = torch.zeros(self.dense.numel()).masked_fill_(self.dense.view(-1), float("-inf"))
+        return self._offsets
+
+    def _all_known(self, user_idx: torch.Tensor) -> bool:
+        return self.dense is not None and bool((user_idx < len(self.dense)).all())
 
     def mask(self, user_idx: torch.Tensor, n_items: int) -> torch.Tensor:
         """Bool ``[B, n_items]``: True where the item is a positive of that user."""

@@ -278,6 +278,21 @@ def accidental_hits(batch: Batch, blocks: list[Negatives], positives: PositiveSe
     return torch.cat(columns, dim=1)
 
 
+def accidental_hit_offsets(batch: Batch, blocks: list[Negatives], positives: PositiveSet | None) -> torch.Tensor:
+    """:func:`accidental_hits` as additive float offsets, ``-inf`` on the hits and 0 elsewhere ``[B, 1 + M]``,
+    the form :func:`tt_helpers.losses.retrieval_loss` adds to the logits (from
+    :meth:`~tt_helpers.sampling.PositiveSet.hit_offsets`: cheaper than a dense bool mask when hits are many)."""
+    if positives is None:
+        is_hit = accidental_hits(batch, blocks, None)
+        return torch.zeros(is_hit.shape).masked_fill_(is_hit, float("-inf"))
+    rows = len(batch.item_idx)
+    columns = [torch.zeros(rows, 1)]
+    for block in blocks:
+        ids = block.ids if block.ids.dim() == 2 else block.ids.unsqueeze(0).expand(rows, -1)
+        columns.append(positives.hit_offsets(batch.user_idx, ids))
+    return torch.cat(columns, dim=1)
+
+
 def candidate_log_q(batch: Batch, sampler: NegativeSampler, blocks: list[Negatives]) -> torch.Tensor:
     """``[B, 1 + M]`` log expected counts: the positive's (as the proposal would draw it), then each block's."""
     rows = len(batch.item_idx)
@@ -297,7 +312,7 @@ def batch_loss(model: TwoTowerModel, batch: Batch, sampler: NegativeSampler | No
     blocks = sampler.sample(batch, generator, model, users).blocks() if sampler is not None else []
     candidates = [candidate_embeddings(model, b, positives) for b in blocks]
     log_q = candidate_log_q(batch, sampler, blocks) if sampler is not None and use_logq(config) else None
-    is_hit = accidental_hits(batch, blocks, data.positives if config.remove_accidental_hits else None)
+    is_hit = accidental_hit_offsets(batch, blocks, data.positives if config.remove_accidental_hits else None)
     return losses.retrieval_loss(
         users, positives, candidates, model.temperature, log_q, is_hit, config.loss, batch.weight
     )

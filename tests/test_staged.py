@@ -75,3 +75,23 @@ def test_top_k_overlap_is_one_with_itself_and_lower_with_another_model():
     assert evaluation.top_k_overlap(popular, popular, s, k=5) == pytest.approx(1.0)
     overlap = evaluation.top_k_overlap(model, popular, s, k=5)
     assert 0.0 <= overlap < 1.0
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_run_variants_first_seed_is_fit_on_split_and_fit_staged_exactly(workers):
+    """The first seed's validation run is a job of its own and its refit runs beside the other seeds': the
+    record (test metrics, epochs, validation metrics) is the one fit_on_split / fit_staged give."""
+    s = split()
+    second = replace(FIRST, negatives="uniform", num_negatives=8)
+    variants = {"plain": (TOWER, FIRST), "staged": (TOWER, (replace(FIRST, max_epochs=2), second))}
+    runs = run_variants(s, variants, seeds=(0, 1), ks=(5,), workers=workers)
+    frame = runs.frame().set_index(["model", "seed"])
+    fits = {"plain": fit_on_split(s, TOWER, FIRST),
+            "staged": fit_staged(s, TOWER, replace(FIRST, max_epochs=2), second)}
+    for name, fit in fits.items():
+        row = frame.loc[(name, 0)]
+        summary = evaluation.evaluate(fit.recommender, s, ks=(5,))
+        assert row["Recall@5"] == summary["Recall@5"] and row["best_epoch"] == fit.best_epoch
+        for key, value in fit.validation.items():
+            assert row[key] == value
+    assert frame.loc[("staged", 0), "second_phase_epochs"] == fits["staged"].second_phase_epochs

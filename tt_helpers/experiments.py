@@ -233,6 +233,32 @@ def _epochs_label(epochs: pd.Series) -> str:
     return values[0] if values and len(set(values)) == 1 else ", ".join(values)
 
 
+CHOOSE = "choose"  # a job of run_variants that only runs the validation run
+
+
+def choose_epochs(split: Split, tower: TowerConfig, training: TrainConfig | tuple[TrainConfig, TrainConfig],
+                  seed: int, users: pd.DataFrame | None = None, items: pd.DataFrame | None = None,
+                  **kwargs) -> dict:
+    """The validation run of :func:`fit_on_split` (or of :func:`fit_staged` for a pair of configs) without
+    the refit: ``{"best_epoch": ..., ["second_phase_epochs": ...,] "val_...": ...}``, the information
+    :func:`run_variants` records for the first seed. Its refit, for ``best_epoch`` epochs with the same seed,
+    is the one ``fit_on_split(..., epochs=best_epoch)`` trains: the same model as ``fit_on_split``'s own."""
+    validation = split.validation()
+    if isinstance(training, tuple):
+        first, second = (replace(t, seed=seed) for t in training)
+        probe = TwoTowerRecommender(tower, first, users, items, **kwargs).fit(validation.train, validation)
+        first_epochs = probe.best_epoch
+        probe.continue_training(validation.train, second, validation)
+        row = probe.history_.loc[probe.best_epoch]
+        chosen = {"best_epoch": first_epochs + probe.best_epoch, "second_phase_epochs": probe.best_epoch}
+    else:
+        probe = TwoTowerRecommender(tower, replace(training, seed=seed), users, items, **kwargs)
+        probe.fit(validation.train, validation)
+        row = probe.history_.loc[probe.best_epoch]
+        chosen = {"best_epoch": probe.best_epoch}
+    return chosen | {k: float(v) for k, v in row.items() if k.startswith("val_")}
+
+
 def run_variants(
     split: Split,
     variants: Mapping[str, Variant],
@@ -252,10 +278,12 @@ def run_variants(
     a pair of configs) and record its per-user test results.
 
     The first seed's fit early-stops on the validation split and refits; the other seeds are trained on
-    ``split.train`` for the number of epochs it chose (one hyper-parameter choice per variant, made on
-    validation; the seeds measure training noise around it). ``epochs_per_seed=True`` gives every seed its
-    own validation run, and ``refit=False`` (see :func:`fit_on_split`) needs one per seed: each keeps its
-    validation run's checkpoint. Validation metrics are recorded for the runs that have one.
+    ``split.train`` for the number of epochs it chose (one hyper-parameter choice per variant, made on validation;
+    the seeds measure training noise around it). The validation run is a job of its own (:func:`choose_epochs`), and
+    the first seed's refit runs beside the other seeds' (the same model as :func:`fit_on_split` would refit, sooner:
+    a slow variant's refits no longer wait for each other). ``epochs_per_seed=True`` gives every seed its own
+    validation run, and ``refit=False`` (see :func:`fit_on_split`) needs one per seed: each keeps its validation
+    run's checkpoint. Validation metrics are recorded for the runs that have one.
 
     ``keep_models=True`` keeps each fitted recommender in ``runs.models[name]`` (one per seed), to evaluate
     them again later (:meth:`Runs.reevaluate`) without refitting. The fits run side by side in ``workers``
@@ -267,9 +295,13 @@ def run_variants(
     if not seeds:
         raise ValueError("seeds is empty: give at least one seed")
 
-    def fit_and_evaluate(job: tuple) -> tuple[dict, pd.DataFrame, dict, TwoTowerRecommender | None]:
-        name, seed, epochs = job  # epochs: None (early-stop on validation) or the count chosen earlier
+    choose_first = refit and not epochs_per_seed  # a validation run alone, then every seed as a refit
+
+    def fit_and_evaluate(job: tuple) -> tuple | dict:  # (summary, per_user, info, recommender or None)
+        name, seed, epochs = job  # None (early-stop on validation), the count(s) chosen earlier, or CHOOSE
         tower, training = variants[name]
+        if isinstance(epochs, str) and epochs == CHOOSE:  # the validation run only (the refits need its epochs)
+            return choose_epochs(split, tower, training, seed, users, items, **recommender_kwargs)
         if isinstance(training, tuple):  # staged: two phases
             first, second = (replace(t, seed=seed) for t in training)
             fit = fit_staged(split, tower, first, second, users, items, epochs=epochs, **recommender_kwargs)
@@ -285,19 +317,21 @@ def run_variants(
         fit.recommender.extras = {}  # shared by every fit (e.g. an impression log): attached again below
         return summary, per_user, info, fit.recommender
 
-    def other_seeds(job: tuple, result: tuple) -> list[tuple]:
+    def other_seeds(job: tuple, result: tuple | dict) -> list[tuple]:
         name, _, _ = job
-        if epochs_per_seed or not refit:
+        if not choose_first:
             return [(name, seed, None) for seed in seeds[1:]]
-        info = result[2]
         staged = isinstance(variants[name][1], tuple)
-        second = info.get("second_phase_epochs") or 0
-        chosen = (info["best_epoch"] - second, second) if staged else info["best_epoch"]
-        return [(name, seed, chosen) for seed in seeds[1:]]
+        second = result.get("second_phase_epochs") or 0
+        chosen = (result["best_epoch"] - second, second) if staged else result["best_epoch"]
+        return [(name, seed, chosen) for seed in seeds]  # the first seed's refit too: side by side
 
-    first_jobs = [(name, seeds[0], None) for name in variants]
+    first_jobs = [(name, seeds[0], CHOOSE if choose_first else None) for name in variants]
     first_results, more = map_then_in_workers(fit_and_evaluate, first_jobs, other_seeds, workers)
     for name, first, rest in zip(variants, first_results, more):
+        if choose_first:  # the first seed's refit, recorded with its validation run's metrics
+            summary, per_user, _, recommender = rest[0]
+            first, rest = (summary, per_user, first, recommender), rest[1:]
         for seed, (summary, per_user, info, recommender) in zip(seeds, [first, *rest]):
             runs.add(name, summary, per_user, seed=seed, **info)
             if keep_models:

@@ -20,17 +20,10 @@ after.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import pathlib
 import platform
-import subprocess
-import sys
-import tempfile
 
 import pandas as pd
-
-ROOT = pathlib.Path(__file__).resolve().parent.parent
+from before_after import before_and_after
 
 # Runs in a fresh interpreter against whichever tt_helpers is first on sys.path.
 MEASURE = r'''
@@ -86,26 +79,12 @@ print(json.dumps(out))
 '''
 
 
-def run(pythonpath: pathlib.Path, repeats: int) -> dict:
-    env = {**os.environ, "PYTHONPATH": str(pythonpath)}
-    result = subprocess.run([sys.executable, "-c", MEASURE, str(repeats)], env=env, cwd=pythonpath,
-                            capture_output=True, text=True, check=False)
-    if result.returncode != 0:
-        raise SystemExit(f"measurement failed for {pythonpath}:\n{result.stderr[-2000:]}")
-    return json.loads(result.stdout.strip().splitlines()[-1])
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--before", default="bd96dea", help="git revision of the 'before' package")
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as folder:
-        archive = subprocess.run(["git", "archive", args.before, "tt_helpers"], cwd=ROOT, capture_output=True,
-                                 check=True)
-        subprocess.run(["tar", "-x", "-C", folder], input=archive.stdout, check=True)
-        before = run(pathlib.Path(folder), args.repeats)
-    after = run(ROOT, args.repeats)
+    before, after = before_and_after(MEASURE, args.before, args.repeats)
     rows = []
     for key in (k for k in after if k != "fit"):
         model, on = key.split(" | ")

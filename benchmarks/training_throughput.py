@@ -17,17 +17,11 @@ optimiser differs).
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import pathlib
 import platform
-import subprocess
-import sys
-import tempfile
 
 import pandas as pd
+from before_after import before_and_after
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
 CONFIGS = ("IDs only", "IDs + features", "IDs + features + history", "full model (+ hidden 128)")
 
 # Runs in a fresh interpreter against whichever tt_helpers is first on sys.path; it speaks both APIs.
@@ -74,28 +68,13 @@ print(json.dumps(out))
 '''
 
 
-def run(pythonpath: pathlib.Path, epochs: int, repeats: int) -> dict:
-    env = {**os.environ, "PYTHONPATH": str(pythonpath)}
-    result = subprocess.run([sys.executable, "-c", MEASURE, str(epochs), str(repeats)], env=env, cwd=pythonpath,
-                            capture_output=True, text=True, check=False)
-    if result.returncode != 0:
-        raise SystemExit(f"measurement failed for {pythonpath}:\n{result.stderr[-2000:]}")
-    return json.loads(result.stdout.strip().splitlines()[-1])
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--before", default="67ceaa0", help="git revision of the 'before' package")
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=2)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as folder:
-        archive = subprocess.run(
-            ["git", "archive", args.before, "tt_helpers"], cwd=ROOT, capture_output=True, check=True
-        )
-        subprocess.run(["tar", "-x", "-C", folder], input=archive.stdout, check=True)
-        before = run(pathlib.Path(folder), args.epochs, args.repeats)
-    after = run(ROOT, args.epochs, args.repeats)
+    before, after = before_and_after(MEASURE, args.before, args.epochs, args.repeats)
     rows = []
     for name in CONFIGS:
         rows.append({

@@ -312,9 +312,9 @@ def batch_loss(model: TwoTowerModel, batch: Batch, sampler: NegativeSampler | No
     blocks = sampler.sample(batch, generator, model, users).blocks() if sampler is not None else []
     candidates = [candidate_embeddings(model, b, positives) for b in blocks]
     log_q = candidate_log_q(batch, sampler, blocks) if sampler is not None and use_logq(config) else None
-    is_hit = accidental_hit_offsets(batch, blocks, data.positives if config.remove_accidental_hits else None)
+    hits = accidental_hit_offsets(batch, blocks, data.positives if config.remove_accidental_hits else None)
     return losses.retrieval_loss(
-        users, positives, candidates, model.temperature, log_q, is_hit, config.loss, batch.weight
+        users, positives, candidates, model.temperature, log_q, hits, config.loss, batch.weight
     )
 
 

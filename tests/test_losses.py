@@ -369,3 +369,22 @@ def test_hits_given_as_float_offsets_give_the_same_offsets_as_the_bool_mask():
         assert torch.equal(
             losses.logit_offsets(q, as_offsets, is_hit.shape), losses.logit_offsets(q, is_hit, is_hit.shape)
         )
+
+
+@pytest.mark.parametrize("loss", ["softmax", "bce"])
+def test_precomputed_offsets_give_the_loss_and_gradient_of_log_q_and_is_hit(loss):
+    users, positives, shared, per_example, log_q, is_hit, weights = pipeline_problem(seed=24)
+
+    def run(**kw):
+        leaves = [t.clone().requires_grad_(True) for t in (users, positives, shared, per_example)]
+        value = losses.retrieval_loss(leaves[0], leaves[1], leaves[2:], 0.5, loss=loss, weights=weights, **kw)
+        value.backward()
+        return value, [x.grad for x in leaves]
+
+    shape = is_hit.shape
+    separate, separate_grads = run(log_q=log_q, is_hit=is_hit)
+    combined, combined_grads = run(offsets=losses.logit_offsets(log_q, is_hit, shape))
+    assert torch.equal(separate, combined)
+    assert all(torch.equal(a, b) for a, b in zip(separate_grads, combined_grads))
+    with pytest.raises(ValueError, match="not both"):
+        losses.retrieval_loss(users, positives, [shared], 0.5, log_q, None, offsets=torch.zeros(shape))

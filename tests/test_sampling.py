@@ -327,6 +327,26 @@ def test_positive_set_hit_offsets_are_minus_inf_exactly_where_contains_is_true(p
     assert torch.equal(torch.isneginf(ps.hit_offsets(unknown, everything)), ps.contains(unknown, everything))
 
 
+@pytest.mark.parametrize("path", ["offset table", "dense without the table", "sparse"])
+def test_positive_set_hit_offsets_with_a_leading_zero_column(path, monkeypatch):
+    """``leading_zero=True`` is a zero column, then exactly the offsets without it, on every path."""
+    if path != "offset table":
+        monkeypatch.setattr(PositiveSet, "OFFSET_LIMIT", 0)
+    if path == "sparse":
+        monkeypatch.setattr(PositiveSet, "DENSE_LIMIT", 0)
+    users, items = positive_pairs(seed=4, n_users=20, n_items=50, n=300)
+    ps = PositiveSet(users, items, 50, 20)
+    q_users = torch.arange(20).repeat(3)
+    queries = (torch.randint(50, (60, 25), generator=gen(6)), torch.arange(50), torch.tensor([4, 0, 9]),
+               torch.zeros(0, dtype=torch.long))
+    for q_items in queries:
+        for who in (q_users, torch.tensor([3, 25]).repeat(30)):  # 25: a user past the table
+            plain = ps.hit_offsets(who, q_items)
+            padded = ps.hit_offsets(who, q_items, leading_zero=True)
+            assert padded.shape == (len(who), 1 + plain.shape[1])
+            assert torch.equal(padded, torch.cat([torch.zeros(len(who), 1), plain], dim=1))
+
+
 def test_positive_set_users_without_positives():
     ps = PositiveSet(np.array([0, 2]), np.array([1, 1]), n_items=3)  # n_users inferred: 3
     assert ps.contains(torch.tensor([1, 2]), torch.tensor([0, 1, 2])).tolist() == [[False] * 3, [False, True, False]]

@@ -31,6 +31,8 @@ from tt_helpers.training import (
     accidental_hits,
     batch_loss,
     batches,
+    candidate_log_q,
+    candidate_offsets,
     distinct_ids,
     make_sampler,
     positive_examples,
@@ -189,6 +191,29 @@ def test_accidental_hit_offsets_are_the_accidental_hits_as_minus_inf():
             assert offsets.shape == is_hit.shape and offsets.is_floating_point()
             assert torch.equal(torch.isneginf(offsets), is_hit) and (offsets[~is_hit] == 0).all()
     assert accidental_hits(BATCH, in_batch, data.positives)[:, 1:].any()  # the batch has hits to find
+
+
+def test_candidate_offsets_are_log_q_and_hits_combined_bit_for_bit():
+    """The training loop's one-buffer offsets are exactly ``logit_offsets(candidate_log_q, hit offsets)``."""
+    _, data = hand_built()
+    in_batch_sampler = InBatchSampler(data.item_probabilities)
+    in_batch = in_batch_sampler.sample(BATCH, torch.Generator()).blocks()
+    fixed = FixedSampler([1, 2, 3, 5, 0, 6], [0.1 * (i + 1) for i in range(7)])
+    shared = fixed.sample(BATCH, torch.Generator()).blocks()
+    per_example = [Negatives(torch.tensor([[2, 0], [1, 4], [2, 2], [6, 1], [5, 3]]), torch.rand(5, 2))]
+    catalogue = FullCatalogueSampler(7)
+    full = catalogue.sample(BATCH, torch.Generator()).blocks()
+    cases = [(in_batch_sampler, in_batch), (fixed, shared), (in_batch_sampler, in_batch + per_example),
+             (in_batch_sampler, in_batch + shared), (catalogue, full)]
+    for sampler, blocks in cases:
+        for positives in (data.positives, None):
+            hits = accidental_hit_offsets(BATCH, blocks, positives)
+            for with_log_q in (True, False):
+                log_q = candidate_log_q(BATCH, sampler, blocks) if with_log_q else None
+                expected = losses.logit_offsets(log_q, hits, hits.shape)
+                got = candidate_offsets(BATCH, blocks, sampler if with_log_q else None, positives)
+                assert got.shape == hits.shape and torch.equal(got, expected)
+    assert torch.isneginf(candidate_offsets(BATCH, in_batch, in_batch_sampler, data.positives)[:, 1:]).any()
 
 
 def test_in_batch_with_distinct_items_equals_the_b_by_b_softmax():

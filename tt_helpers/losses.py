@@ -140,15 +140,21 @@ def retrieval_loss(
     is_hit: torch.Tensor | None = None,
     loss: LossKind = "softmax",
     weights: torch.Tensor | None = None,
+    offsets: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """The whole pipeline, composed in one place. ``users`` and ``positives`` ``[B, d]``; candidate blocks
     ``[M_i, d]``, ``[B, M_i, d]`` or :class:`IndexedCandidates`; ``log_q`` ``[B, 1 + M]`` (None: no
     correction); ``is_hit`` bool ``[B, 1 + M]`` or the same as float offsets (0, and ``-inf`` on a hit;
-    None: no masking); ``weights`` ``[B]``. Returns a scalar."""
+    None: no masking); ``weights`` ``[B]``; ``offsets``: steps 3 and 4 already combined into one ``[B, 1 + M]``
+    constant, what :func:`logit_offsets` returns (the training loop builds it in one buffer,
+    :func:`tt_helpers.training.candidate_offsets`), instead of ``log_q`` and ``is_hit``. Returns a scalar."""
+    if offsets is not None and (log_q is not None or is_hit is not None):
+        raise ValueError("pass either offsets (steps 3 and 4 combined) or log_q and is_hit, not both")
     logits = retrieval_logits(apply_temperature(users, temperature), positives, candidate_blocks)
-    offsets = logit_offsets(log_q, is_hit, logits.shape)
+    if offsets is None:
+        offsets = logit_offsets(log_q, is_hit, logits.shape)
     if offsets is not None:
-        logits = logits + offsets
+        logits = logits.add_(offsets)  # in place: the concatenated logits are this function's own
     if loss == "softmax":
         if logits.shape[1] < 2:
             raise ValueError("a softmax loss needs candidates besides the positive; use loss='bce' for positives only")

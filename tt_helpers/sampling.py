@@ -292,27 +292,38 @@ class PositiveSet:
         pos = torch.searchsorted(self.keys, keys).clamp(max=len(self.keys) - 1)
         return self.keys[pos] == keys
 
-    def hit_offsets(self, user_idx: torch.Tensor, item_ids: torch.Tensor) -> torch.Tensor:
+    def hit_offsets(self, user_idx: torch.Tensor, item_ids: torch.Tensor, leading_zero: bool = False) -> torch.Tensor:
         """:meth:`contains` as additive float offsets: ``-inf`` where the item is a positive of the user, 0
         elsewhere (``[B, M]``). With many hits (in-batch candidates of heavy users: about a quarter of the
         pairs on MovieLens), gathering these floats costs about half as much as filling a float tensor
-        through the bool mask, and adding them to the logits gives the same numbers."""
-        table = self._offset_table()
+        through the bool mask, and adding them to the logits gives the same numbers.
+
+        ``leading_zero=True`` puts a column of zeros first, ``[B, 1 + M]``: the positive's own column of the
+        loss's logits, never a hit. The table keeps a zero in front of each user's row, so that column comes
+        out of the same gather instead of a concatenation."""
+        table = self._offset_table()  # [n_users, 1 + n_items], column 0 zeros
         if table is None or not self._all_known(user_idx):
             hit = self.contains(user_idx, item_ids)
-            return torch.zeros(hit.shape).masked_fill_(hit, float("-inf"))
-        if item_ids.dim() == 1:
-            if len(item_ids) == self.n_items and torch.equal(item_ids, self.catalogue):
-                return table.view(-1, self.n_items).index_select(0, user_idx)  # whole rows
-            item_ids = item_ids.unsqueeze(0)
-        keys = (user_idx.unsqueeze(1) * self.n_items).to(torch.int32) + item_ids.to(torch.int32)  # [B, M]
-        return table.index_select(0, keys.reshape(-1)).view(keys.shape)
+            offsets = torch.zeros(hit.shape).masked_fill_(hit, float("-inf"))
+            return torch.cat([torch.zeros(len(offsets), 1), offsets], dim=1) if leading_zero else offsets
+        if item_ids.dim() == 1 and len(item_ids) == self.n_items and torch.equal(item_ids, self.catalogue):
+            rows = table.index_select(0, user_idx)  # whole rows
+            return rows if leading_zero else rows[:, 1:]
+        columns = item_ids.to(torch.int32) + 1  # the item's column in the table
+        if leading_zero:
+            zeros = columns.new_zeros(*columns.shape[:-1], 1)
+            columns = torch.cat([zeros, columns], dim=-1)
+        if columns.dim() == 1:
+            columns = columns.unsqueeze(0)
+        keys = (user_idx.unsqueeze(1) * table.shape[1]).to(torch.int32) + columns  # [B, M] (or [B, 1 + M])
+        return table.view(-1).index_select(0, keys.reshape(-1)).view(keys.shape)
 
     def _offset_table(self) -> torch.Tensor | None:
         if self.dense is None or self.dense.numel() > self.OFFSET_LIMIT:
             return None
         if self._offsets is None:
-            self._offsets = torch.zeros(self.dense.numel()).masked_fill_(self.dense.view(-1), float("-inf"))
+            self._offsets = torch.zeros(len(self.dense), 1 + self.n_items)
+            self._offsets[:, 1:].masked_fill_(self.dense, float("-inf"))
         return self._offsets
 
     def _all_known(self, user_idx: torch.Tensor) -> bool:

@@ -281,16 +281,42 @@ def accidental_hits(batch: Batch, blocks: list[Negatives], positives: PositiveSe
 def accidental_hit_offsets(batch: Batch, blocks: list[Negatives], positives: PositiveSet | None) -> torch.Tensor:
     """:func:`accidental_hits` as additive float offsets, ``-inf`` on the hits and 0 elsewhere ``[B, 1 + M]``,
     the form :func:`tt_helpers.losses.retrieval_loss` adds to the logits (from
-    :meth:`~tt_helpers.sampling.PositiveSet.hit_offsets`: cheaper than a dense bool mask when hits are many)."""
+    :meth:`~tt_helpers.sampling.PositiveSet.hit_offsets`: cheaper than a dense bool mask when hits are many).
+    Shared blocks (``[M]`` ids each) are gathered in one go, column 0 included."""
     if positives is None:
         is_hit = accidental_hits(batch, blocks, None)
         return torch.zeros(is_hit.shape).masked_fill_(is_hit, float("-inf"))
+    shared = [block.ids for block in blocks if block.ids.dim() == 1]
+    if len(shared) == len(blocks):  # one gather: [B, 1 + M]
+        ids = torch.cat(shared) if len(shared) > 1 else shared[0] if shared else torch.zeros(0, dtype=torch.long)
+        return positives.hit_offsets(batch.user_idx, ids, leading_zero=True)
     rows = len(batch.item_idx)
     columns = [torch.zeros(rows, 1)]
     for block in blocks:
         ids = block.ids if block.ids.dim() == 2 else block.ids.unsqueeze(0).expand(rows, -1)
         columns.append(positives.hit_offsets(batch.user_idx, ids))
     return torch.cat(columns, dim=1)
+
+
+def candidate_offsets(batch: Batch, blocks: list[Negatives], sampler: NegativeSampler | None,
+                      positives: PositiveSet | None) -> torch.Tensor:
+    """Steps 3 and 4 of the loss, ``-log q`` (when ``sampler`` is given) and ``-inf`` on the accidental hits,
+    as one constant ``[B, 1 + M]``: the numbers of
+    ``losses.logit_offsets(candidate_log_q(batch, sampler, blocks), accidental_hit_offsets(...), shape)``,
+    built in one buffer. The hit offsets are gathered with column 0 included and each block's ``log q`` is
+    subtracted in place from its columns, broadcast over the rows when the block is shared: neither
+    ``[B, 1 + M]`` of ``log q`` nor a second buffer is materialised."""
+    offsets = accidental_hit_offsets(batch, blocks, positives)
+    if sampler is None:
+        return offsets
+    rows = len(batch.item_idx)
+    offsets[:, 0] -= sampler.log_q_of(batch.item_idx, rows)
+    start = 1
+    for block in blocks:
+        width = block.ids.shape[-1]
+        offsets[:, start : start + width] -= block.log_q  # [M] broadcasts over the rows; [B, M] as it is
+        start += width
+    return offsets
 
 
 def candidate_log_q(batch: Batch, sampler: NegativeSampler, blocks: list[Negatives]) -> torch.Tensor:
@@ -311,10 +337,10 @@ def batch_loss(model: TwoTowerModel, batch: Batch, sampler: NegativeSampler | No
         raise ValueError("a softmax loss needs negatives; use loss='bce' for positives only")
     blocks = sampler.sample(batch, generator, model, users).blocks() if sampler is not None else []
     candidates = [candidate_embeddings(model, b, positives) for b in blocks]
-    log_q = candidate_log_q(batch, sampler, blocks) if sampler is not None and use_logq(config) else None
-    hits = accidental_hit_offsets(batch, blocks, data.positives if config.remove_accidental_hits else None)
+    offsets = candidate_offsets(batch, blocks, sampler if sampler is not None and use_logq(config) else None,
+                                data.positives if config.remove_accidental_hits else None)
     return losses.retrieval_loss(
-        users, positives, candidates, model.temperature, log_q, hits, config.loss, batch.weight
+        users, positives, candidates, model.temperature, loss=config.loss, weights=batch.weight, offsets=offsets
     )
 
 

@@ -60,9 +60,9 @@ from .recipe import TwoTowerRecommender
 from .sampling import Batch, NegativeSampler
 from .splits import Interactions
 from .training import (
-    accidental_hits,
     batches,
     candidate_embeddings,
+    candidate_offsets,
     learning_rate_factor,
     make_optimizers,
     make_sampler,
@@ -139,14 +139,6 @@ def gather_ids(ids: torch.Tensor) -> torch.Tensor:
     return torch.cat(parts)
 
 
-def global_candidate_log_q(local_items: torch.Tensor, sampler: NegativeSampler, blocks, global_batch: int):
-    """``[B, 1 + M]`` log expected counts in the *global* batch: the positive's, then each block's."""
-    rows = len(local_items)
-    columns = [sampler.log_q_of(local_items, global_batch).unsqueeze(1)]
-    columns += [b.log_q.expand(rows, -1) if b.log_q.dim() == 1 else b.log_q for b in blocks]
-    return torch.cat(columns, dim=1)
-
-
 class TowerPair(nn.Module):
     """The two towers behind one ``forward``, so that ``DistributedDataParallel`` sees (and syncs) both:
     ``(user_idx [B], item_idx [B], history)`` -> ``(users [B, d], positives [B, d])``."""
@@ -170,10 +162,10 @@ def data_parallel_loss(towers: nn.Module, model, batch: Batch, sampler: Negative
         candidates_batch, all_positives, batch_size = batch, positives, len(batch.item_idx)
     blocks = sampler.sample(candidates_batch, generator, model, users).blocks()
     candidates = [candidate_embeddings(model, b, all_positives) for b in blocks]
-    log_q = global_candidate_log_q(batch.item_idx, sampler, blocks, batch_size) if use_logq(config) else None
-    is_hit = accidental_hits(batch, blocks, data.positives if config.remove_accidental_hits else None)
-    return losses.retrieval_loss(users, positives, candidates, model.temperature, log_q, is_hit, config.loss,
-                                 batch.weight)
+    offsets = candidate_offsets(batch, blocks, sampler if use_logq(config) else None,
+                                data.positives if config.remove_accidental_hits else None, batch_size)
+    return losses.retrieval_loss(users, positives, candidates, model.temperature, loss=config.loss,
+                                 weights=batch.weight, offsets=offsets)
 
 
 def worker_batches(data, global_batch: int, generator: torch.Generator, with_history: bool, rank: int,

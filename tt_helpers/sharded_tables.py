@@ -45,7 +45,6 @@ from .distributed import (
     free_port,
     gather_ids,
     gather_with_grad,
-    global_candidate_log_q,
     process_group,
     spawn_workers,
     worker_batches,
@@ -53,7 +52,7 @@ from .distributed import (
 from .examples import training_data
 from .sampling import InBatchSampler
 from .splits import Interactions
-from .training import accidental_hits
+from .training import candidate_offsets
 
 RESULT_FILE = "tables.pt"
 TORCHREC_HINT = (
@@ -243,10 +242,9 @@ def run_tables_worker(rank: int, train: Interactions, config: ShardedTablesConfi
             users, positives = _lookup(model, mine.user_idx, mine.item_idx)
             everyone = dataclasses.replace(mine, item_idx=gather_ids(mine.item_idx))  # the global candidates
             blocks = sampler.sample(everyone, generator).blocks()
-            log_q = global_candidate_log_q(mine.item_idx, sampler, blocks, config.batch_size)
-            is_hit = accidental_hits(mine, blocks, data.positives)
+            offsets = candidate_offsets(mine, blocks, sampler, data.positives, config.batch_size)
             loss = losses.retrieval_loss(users, positives, [gather_with_grad(positives)], config.temperature,
-                                         log_q, is_hit)
+                                         offsets=offsets)
             loss.backward()  # the fused optimiser updates the touched rows here
             total += torch.tensor([loss.item() * len(mine.item_idx), len(mine.item_idx)], dtype=torch.float64)
         dist.all_reduce(total)

@@ -299,18 +299,18 @@ def accidental_hit_offsets(batch: Batch, blocks: list[Negatives], positives: Pos
 
 
 def candidate_offsets(batch: Batch, blocks: list[Negatives], sampler: NegativeSampler | None,
-                      positives: PositiveSet | None) -> torch.Tensor:
+                      positives: PositiveSet | None, batch_size: int | None = None) -> torch.Tensor:
     """Steps 3 and 4 of the loss, ``-log q`` (when ``sampler`` is given) and ``-inf`` on the accidental hits,
     as one constant ``[B, 1 + M]``: the numbers of
     ``losses.logit_offsets(candidate_log_q(batch, sampler, blocks), accidental_hit_offsets(...), shape)``,
     built in one buffer. The hit offsets are gathered with column 0 included and each block's ``log q`` is
     subtracted in place from its columns, broadcast over the rows when the block is shared: neither
-    ``[B, 1 + M]`` of ``log q`` nor a second buffer is materialised."""
+    ``[B, 1 + M]`` of ``log q`` nor a second buffer is materialised. ``batch_size``: the batch the positives'
+    expected counts refer to (default ``B``; data-parallel workers pass the global batch's)."""
     offsets = accidental_hit_offsets(batch, blocks, positives)
     if sampler is None:
         return offsets
-    rows = len(batch.item_idx)
-    offsets[:, 0] -= sampler.log_q_of(batch.item_idx, rows)
+    offsets[:, 0] -= sampler.log_q_of(batch.item_idx, batch_size or len(batch.item_idx))
     start = 1
     for block in blocks:
         width = block.ids.shape[-1]

@@ -308,14 +308,22 @@ def test_positive_set_dense_and_sparse_paths_agree(monkeypatch):
     assert dense.mask(q_users, 50).sum() == 3 * len(set(zip(users.tolist(), items.tolist())))
 
 
-@pytest.mark.parametrize("path", ["offset table", "dense without the table", "sparse"])
-def test_positive_set_hit_offsets_are_minus_inf_exactly_where_contains_is_true(path, monkeypatch):
+HIT_OFFSET_PATHS = ["offset table", "dense without the table", "sparse"]
+
+
+def positive_set_on(path: str, monkeypatch, seed: int) -> PositiveSet:
+    """20 users x 50 items, stored the way ``path`` names (the limits lowered to force it)."""
     if path != "offset table":
         monkeypatch.setattr(PositiveSet, "OFFSET_LIMIT", 0)
     if path == "sparse":
         monkeypatch.setattr(PositiveSet, "DENSE_LIMIT", 0)
-    users, items = positive_pairs(seed=3, n_users=20, n_items=50, n=300)
-    ps = PositiveSet(users, items, 50, 20)
+    users, items = positive_pairs(seed=seed, n_users=20, n_items=50, n=300)
+    return PositiveSet(users, items, 50, 20)
+
+
+@pytest.mark.parametrize("path", HIT_OFFSET_PATHS)
+def test_positive_set_hit_offsets_are_minus_inf_exactly_where_contains_is_true(path, monkeypatch):
+    ps = positive_set_on(path, monkeypatch, seed=3)
     q_users = torch.arange(20).repeat(3)
     for q_items in (torch.randint(50, (60, 25), generator=gen(5)), torch.arange(50), torch.tensor([4, 0, 9])):
         hit = ps.contains(q_users, q_items)
@@ -327,15 +335,10 @@ def test_positive_set_hit_offsets_are_minus_inf_exactly_where_contains_is_true(p
     assert torch.equal(torch.isneginf(ps.hit_offsets(unknown, everything)), ps.contains(unknown, everything))
 
 
-@pytest.mark.parametrize("path", ["offset table", "dense without the table", "sparse"])
+@pytest.mark.parametrize("path", HIT_OFFSET_PATHS)
 def test_positive_set_hit_offsets_with_a_leading_zero_column(path, monkeypatch):
     """``leading_zero=True`` is a zero column, then exactly the offsets without it, on every path."""
-    if path != "offset table":
-        monkeypatch.setattr(PositiveSet, "OFFSET_LIMIT", 0)
-    if path == "sparse":
-        monkeypatch.setattr(PositiveSet, "DENSE_LIMIT", 0)
-    users, items = positive_pairs(seed=4, n_users=20, n_items=50, n=300)
-    ps = PositiveSet(users, items, 50, 20)
+    ps = positive_set_on(path, monkeypatch, seed=4)
     q_users = torch.arange(20).repeat(3)
     queries = (torch.randint(50, (60, 25), generator=gen(6)), torch.arange(50), torch.tensor([4, 0, 9]),
                torch.zeros(0, dtype=torch.long))

@@ -287,8 +287,8 @@ def accidental_hit_offsets(batch: Batch, blocks: list[Negatives], positives: Pos
         is_hit = accidental_hits(batch, blocks, None)
         return torch.zeros(is_hit.shape).masked_fill_(is_hit, float("-inf"))
     shared = [block.ids for block in blocks if block.ids.dim() == 1]
-    if len(shared) == len(blocks):  # one gather: [B, 1 + M]
-        ids = torch.cat(shared) if len(shared) > 1 else shared[0] if shared else torch.zeros(0, dtype=torch.long)
+    if len(shared) == len(blocks):  # every block shared (or none): one gather, [B, 1 + M]
+        ids = torch.cat(shared) if shared else torch.zeros(0, dtype=torch.long)
         return positives.hit_offsets(batch.user_idx, ids, leading_zero=True)
     rows = len(batch.item_idx)
     columns = [torch.zeros(rows, 1)]

@@ -2,6 +2,7 @@
 
 import multiprocessing
 import os
+import time
 
 import pandas as pd
 import pytest
@@ -133,3 +134,25 @@ def test_an_exception_in_a_follow_up_job_is_raised_to_the_caller():
         workers.map_then_in_workers(job, [1, 2], lambda arg, r: ["bad"] if arg == 2 else [], workers=2)
     with pytest.raises(ValueError, match="workers must be a positive integer"):
         workers.map_then_in_workers(job, [1], lambda arg, r: [], workers=0)
+
+
+@needs_fork
+def test_the_follow_ups_of_the_slowest_first_job_start_first():
+    """Two workers; first jobs "slow" (1 s), "fast 1" and "fast 2" (0.1 s); two 0.5 s follow-ups each. When
+    "slow" ends (at about 1 s) both of "fast 2"'s follow-ups are still waiting: the next free worker (at about
+    1.2 s) takes a follow-up of "slow" instead, the order that keeps both workers busy to the end."""
+    seconds = {"slow": 1.0, "fast 1": 0.1, "fast 2": 0.1}
+
+    def job(arg):
+        start = time.time()
+        time.sleep(seconds[arg] if arg in seconds else 0.5)
+        return start
+
+    def then(arg, result):
+        return [f"{arg} / {k}" for k in range(2)]
+
+    firsts, follow_ups = workers.map_then_in_workers(job, list(seconds), then, workers=2)
+    started = dict(zip(seconds, firsts)) | {f"{a} / {k}": s for a, f in zip(seconds, follow_ups) for k, s in
+                                            enumerate(f)}
+    assert started["fast 1 / 0"] < started["slow / 0"]  # nothing else was ready then
+    assert max(started["slow / 0"], started["slow / 1"]) < min(started["fast 2 / 0"], started["fast 2 / 1"])

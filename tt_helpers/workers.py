@@ -15,9 +15,11 @@ available (Windows, and macOS's default), and with one worker, the jobs run here
 
 from __future__ import annotations
 
+import heapq
 import multiprocessing
 import os
 import pickle
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from typing import Any
@@ -87,8 +89,11 @@ def map_then_in_workers(
         results = [job(arg) for arg in args]
         follow_ups = [[job(a) for a in then(arg, r)] for arg, r in zip(args, results)]
 
-    The follow-up jobs are queued behind the first ones, so no worker waits while a job is ready. ``then``
-    runs in this process. Same rules as :func:`map_in_workers` (forked workers, one thread each)."""
+    No worker waits while a job is ready. The first jobs start in order (they unlock the others); then the
+    follow-ups of the first job that took longest go first, since they are likely the longest too (the
+    refits of a slow variant): started last, they would leave one worker running them while the others
+    idle. The order changes when each job runs, never what it computes. ``then`` runs in this process.
+    Same rules as :func:`map_in_workers` (forked workers, one thread each)."""
     args = list(args)
     workers = _checked_workers(workers)
     if workers <= 1 or not args or not _can_fork():
@@ -98,21 +103,32 @@ def map_then_in_workers(
     previous, _JOB = _JOB, job
     pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"), initializer=_start_worker)
     try:
-        first: dict[Future, int] = {pool.submit(_run, arg): i for i, arg in enumerate(args)}
         results: list[Any] = [None] * len(args)
-        follow_ups: list[list[Future]] = [[] for _ in args]
-        pending = set(first)
-        while pending:
-            done, pending = wait(pending, return_when=FIRST_COMPLETED)
+        follow_ups: list[list[Any]] = [[] for _ in args]
+        # (priority, sequence, (first job i, follow-up j or None), argument): first jobs in order, then
+        # follow-ups by their first job's seconds, longest first
+        ready = [((0.0, float(i)), i, (i, None), arg) for i, arg in enumerate(args)]
+        heapq.heapify(ready)
+        running: dict[Future, tuple[tuple[int, int | None], float]] = {}
+        sequence = len(args)
+        while ready or running:
+            while ready and len(running) < workers:
+                _, _, slot, arg = heapq.heappop(ready)
+                running[pool.submit(_run, arg)] = (slot, time.perf_counter())
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
             for future in done:
-                if future in first:  # a first job: queue its follow-ups
-                    i = first[future]
-                    results[i] = future.result()
-                    follow_ups[i] = [pool.submit(_run, a) for a in then(args[i], results[i])]
-                    pending.update(follow_ups[i])
-                else:
-                    future.result()  # raises a follow-up's exception now
-        return results, [[f.result() for f in futures] for futures in follow_ups]
+                (i, j), started = running.pop(future)
+                if j is not None:
+                    follow_ups[i][j] = future.result()  # raises a follow-up's exception now
+                    continue
+                results[i] = future.result()
+                seconds = time.perf_counter() - started
+                more = list(then(args[i], results[i]))
+                follow_ups[i] = [None] * len(more)
+                for j, arg in enumerate(more):
+                    heapq.heappush(ready, ((1.0, -seconds), sequence, (i, j), arg))
+                    sequence += 1
+        return results, follow_ups
     except BaseException:
         pool.shutdown(wait=True, cancel_futures=True)  # a job failed: do not finish the queued ones first
         raise

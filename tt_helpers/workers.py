@@ -107,7 +107,7 @@ def map_then_in_workers(
         follow_ups: list[list[Any]] = [[] for _ in args]
         # (priority, sequence, (first job i, follow-up j or None), argument): first jobs in order, then
         # follow-ups by their first job's seconds, longest first
-        ready = [((0.0, float(i)), i, (i, None), arg) for i, arg in enumerate(args)]
+        ready = [((0.0, 0.0), i, (i, None), arg) for i, arg in enumerate(args)]
         heapq.heapify(ready)
         running: dict[Future, tuple[tuple[int, int | None], float]] = {}
         sequence = len(args)

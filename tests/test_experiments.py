@@ -220,3 +220,38 @@ def test_later_seeds_train_for_the_epochs_the_first_seeds_validation_run_chose()
         fit_on_split(split, tower, training, refit=False, epochs=2)
     with pytest.raises(ValueError, match="seeds is empty"):
         run_variants(split, variants, seeds=(), ks=(5,))
+
+
+def test_a_screens_validation_run_is_reused_not_run_again(monkeypatch):
+    from dataclasses import replace
+
+    from tt_helpers import experiments
+    from tt_helpers.towers import TowerConfig
+    from tt_helpers.training import TrainConfig
+
+    split = tiny_split()
+    training = TrainConfig(progress=False, batch_size=16, max_epochs=4, patience=1, early_stopping_metric="Recall@5")
+    screened = {"tau 0.2": (TowerConfig(embedding_dim=8, temperature=0.2), training),
+                "tau 0.5": (TowerConfig(embedding_dim=8, temperature=0.5), training)}
+    screen = experiments.run_variants(split, screened, seeds=(0,), ks=(5,), refit=False, workers=1)
+    assert set(screen.validation_runs) == {("tau 0.2", 0), ("tau 0.5", 0)}
+    plain = experiments.run_variants(split, screened, seeds=(0, 1), ks=(5,), workers=1)
+
+    chosen = []  # the validation runs made
+    choose = experiments.choose_epochs
+    monkeypatch.setattr(experiments, "choose_epochs", lambda *a, **k: chosen.append(a[1]) or choose(*a, **k))
+    reused = experiments.run_variants(split, screened, seeds=(0, 1), ks=(5,), workers=1, reuse=screen)
+    assert chosen == []  # both variants' epochs came from the screen
+    pd.testing.assert_frame_equal(reused.frame(), plain.frame())  # the same runs, to the bit
+    for name in screened:
+        for a, b in zip(reused.per_user[name], plain.per_user[name]):
+            pd.testing.assert_frame_equal(a, b)
+    assert reused.validation_runs[("tau 0.2", 0)].chosen == screen.validation_runs[("tau 0.2", 0)].chosen
+
+    # not the same fit: another config under the same name, another split, other arguments, another seed
+    other = {"tau 0.2": (screened["tau 0.2"][0], replace(training, learning_rate=0.05))}
+    experiments.run_variants(split, other, seeds=(0,), ks=(5,), workers=1, reuse=screen)
+    experiments.run_variants(tiny_split(), screened, seeds=(0,), ks=(5,), workers=1, reuse=screen)
+    experiments.run_variants(split, screened, seeds=(0,), ks=(5,), workers=1, reuse=screen, extras={})
+    experiments.run_variants(split, screened, seeds=(1,), ks=(5,), workers=1, reuse=screen)
+    assert len(chosen) == 1 + 2 + 2 + 2

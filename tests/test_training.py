@@ -629,3 +629,27 @@ def test_distinct_ids_equal_torch_unique_on_both_paths(n_ids):
     expected_unique, expected_inverse = torch.unique(ids, return_inverse=True)
     assert torch.equal(unique, expected_unique) and torch.equal(inverse, expected_inverse)
     assert torch.equal(unique[inverse], ids)
+
+
+@pytest.mark.parametrize("schedule", [{}, {"warmup_steps": 3, "lr_decay": 0.7}])
+def test_after_epoch_sees_the_models_shorter_runs_end_with(schedule):
+    # fit(epochs=5, after_epoch=...) measured after epoch 2 is the model fit(epochs=2) ends with, so one run
+    # gives a whole curve (chapter 3's positives-only scores after 1, 3, 10 and 30 epochs)
+    split = synthetic_split()
+    config = quiet(loss="bce", negatives="none", max_epochs=5, **schedule)
+    tower = TowerConfig(embedding_dim=8)
+    seen = {}
+
+    def measure(epoch: int) -> None:
+        assert not rec.model.training  # measured in eval mode
+        seen[epoch] = (rec.score(torch.arange(4)).clone(), rec.model.embed_items().detach().clone())
+
+    rec = TwoTowerRecommender(tower, config)
+    rec.fit(split.train, epochs=5, after_epoch=measure)
+    assert sorted(seen) == [1, 2, 3, 4, 5]
+    for epochs in (2, 5):
+        short = TwoTowerRecommender(tower, config).fit(split.train, epochs=epochs)
+        scores, items = seen[epochs]
+        assert torch.equal(scores, short.score(torch.arange(4)))  # the scores of that epoch, not stale ones
+        assert torch.equal(items, short.model.embed_items().detach())
+    assert not torch.equal(seen[2][0], seen[5][0])  # the model did move between the two

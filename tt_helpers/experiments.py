@@ -116,6 +116,23 @@ def fit_staged(
                      {k: float(v) for k, v in row.items() if k.startswith("val_")}, second_epochs)
 
 
+@dataclass(frozen=True)
+class ValidationRun:
+    """One validation run of :func:`run_variants`: the variant, the split and the other fitting arguments it
+    ran with (``kwargs``), and what it chose (:func:`choose_epochs`' dict: ``best_epoch``, ``val_...``)."""
+
+    variant: Variant
+    split: Split
+    kwargs: Mapping
+    chosen: dict
+
+    def matches(self, variant: Variant, split: Split, kwargs: Mapping) -> bool:
+        """Would this run be the validation run of ``variant`` on ``split`` with these arguments? The split and
+        the arguments must be the very same objects (no copy, no look-alike), the configs equal."""
+        same_kwargs = self.kwargs.keys() == kwargs.keys() and all(self.kwargs[k] is kwargs[k] for k in kwargs)
+        return self.split is split and same_kwargs and self.variant == variant
+
+
 class Runs:
     """Every model's per-user test results on one split (variants x seeds, and baselines).
 
@@ -128,6 +145,8 @@ class Runs:
         self.records: list[dict] = []
         self.per_user: dict[str, list[pd.DataFrame]] = {}
         self.models: dict[str, list[tuple[int | None, Recommender]]] = {}  # (seed, model), with keep_models
+        # (name, seed) -> the validation run run_variants made: what it was fitted on, and what it chose
+        self.validation_runs: dict[tuple[str, int], ValidationRun] = {}
 
     @property
     def names(self) -> list[str]:
@@ -272,6 +291,7 @@ def run_variants(
     keep_models: bool = False,
     workers: int | None = None,
     epochs_per_seed: bool = False,
+    reuse: Runs | None = None,
     **recommender_kwargs,
 ) -> Runs:
     """Fit each variant once per seed with :func:`fit_on_split` (or :func:`fit_staged` when its training is
@@ -284,6 +304,10 @@ def run_variants(
     a slow variant's refits no longer wait for each other). ``epochs_per_seed=True`` gives every seed its own
     validation run, and ``refit=False`` (see :func:`fit_on_split`) needs one per seed: each keeps its validation
     run's checkpoint. Validation metrics are recorded for the runs that have one.
+
+    ``reuse``: runs recorded earlier on this split (e.g. a screen of settings with ``refit=False`` on the first
+    seed): a variant whose first-seed validation run is recorded there, with the same towers, training and
+    other arguments, takes the epochs it chose instead of running it again. The results are the same bits.
 
     ``keep_models=True`` keeps each fitted recommender in ``runs.models[name]`` (one per seed), to evaluate
     them again later (:meth:`Runs.reevaluate`) without refitting. The fits run side by side in ``workers``
@@ -326,13 +350,34 @@ def run_variants(
         chosen = (result["best_epoch"] - second, second) if staged else result["best_epoch"]
         return [(name, seed, chosen) for seed in seeds]  # the first seed's refit too: side by side
 
-    first_jobs = [(name, seeds[0], CHOOSE if choose_first else None) for name in variants]
-    first_results, more = map_then_in_workers(fit_and_evaluate, first_jobs, other_seeds, workers)
-    for name, first, rest in zip(variants, first_results, more):
+    def recorded(name: str) -> ValidationRun | None:  # the first seed's validation run, made earlier
+        found = reuse.validation_runs.get((name, seeds[0])) if reuse is not None and choose_first else None
+        return found if found is not None and found.matches(variants[name], split, recommender_kwargs) else None
+
+    def validation_run(name: str, info: dict) -> ValidationRun:
+        chosen = {k: v for k, v in info.items() if k in ("best_epoch", "second_phase_epochs") or k.startswith("val_")}
+        return ValidationRun(variants[name], split, dict(recommender_kwargs), chosen)
+
+    def follow_ups(job: tuple, result: tuple | dict) -> list[tuple]:
+        return other_seeds(job, result) if job[2] is None or isinstance(job[2], str) else []  # not a refit
+
+    known = {name: dict(found.chosen) for name in variants if (found := recorded(name)) is not None}
+    first_jobs = [(name, seeds[0], CHOOSE if choose_first else None) for name in variants if name not in known]
+    refits = {name: other_seeds((name, seeds[0], CHOOSE), chosen) for name, chosen in known.items()}
+    jobs = first_jobs + [job for name_jobs in refits.values() for job in name_jobs]  # known: refits at once
+    results, more = map_then_in_workers(fit_and_evaluate, jobs, follow_ups, workers)
+    by_name = {job[0]: (result, rest) for job, result, rest in zip(first_jobs, results, more)}
+    done = iter(results[len(first_jobs):])
+    by_name.update({name: (known[name], [next(done) for _ in name_jobs]) for name, name_jobs in refits.items()})
+    for name in variants:
+        first, rest = by_name[name]
         if choose_first:  # the first seed's refit, recorded with its validation run's metrics
+            runs.validation_runs[name, seeds[0]] = validation_run(name, first)
             summary, per_user, _, recommender = rest[0]
             first, rest = (summary, per_user, first, recommender), rest[1:]
         for seed, (summary, per_user, info, recommender) in zip(seeds, [first, *rest]):
+            if not choose_first and "best_epoch" in info and any(k.startswith("val_") for k in info):
+                runs.validation_runs[name, seed] = validation_run(name, info)
             runs.add(name, summary, per_user, seed=seed, **info)
             if keep_models:
                 recommender.extras = recommender_kwargs.get("extras") or {}  # the caller's object, not a copy

@@ -8,6 +8,8 @@ training, exactly as EASE's regularisation is tuned.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import pandas as pd
 import torch
@@ -67,12 +69,20 @@ class TwoTowerRecommender:
         return model, data
 
     def fit(
-        self, train: Interactions, validation: Split | None = None, epochs: int | None = None
+        self,
+        train: Interactions,
+        validation: Split | None = None,
+        epochs: int | None = None,
+        after_epoch: Callable[[int], None] | None = None,
     ) -> TwoTowerRecommender:
         """Train on ``train``. With ``validation`` (a split whose train part is ``train``), stop early on its
-        test part and keep the best epoch; otherwise train ``epochs`` (default ``max_epochs``) epochs."""
+        test part and keep the best epoch; otherwise train ``epochs`` (default ``max_epochs``) epochs.
+
+        ``after_epoch(epoch)``: called after every epoch, to measure this recommender mid-run (e.g. its
+        scores after 1, 3 and 10 epochs in one 10-epoch run, the models 1-, 3- and 10-epoch fits end with;
+        see :func:`tt_helpers.training.train_epochs`). It must not change the model."""
         self.model, data = self.build(train)
-        self._train(data, validation, epochs, evaluate_start=False)
+        self._train(data, validation, epochs, evaluate_start=False, after_epoch=after_epoch)
         return self
 
     def continue_training(
@@ -91,8 +101,15 @@ class TwoTowerRecommender:
         self._train(data, validation, epochs, evaluate_start=True)
         return self
 
-    def _train(self, data: TrainingData, validation: Split | None, epochs: int | None, evaluate_start: bool) -> None:
+    def _train(self, data: TrainingData, validation: Split | None, epochs: int | None, evaluate_start: bool,
+               after_epoch: Callable[[int], None] | None = None) -> None:
         self._item_cache = None
+        measure = None
+        if after_epoch is not None:
+
+            def measure(epoch: int) -> None:
+                self._item_cache = None  # the item tower changed during the epoch
+                after_epoch(epoch)
         evaluate_epoch = None
         if validation is not None:
             metric = self.training.early_stopping_metric
@@ -110,6 +127,7 @@ class TwoTowerRecommender:
             epochs or self.training.max_epochs,
             evaluate_epoch,
             evaluate_start=evaluate_start,
+            after_epoch=measure,
         )
         self._item_cache = None
 

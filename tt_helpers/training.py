@@ -392,9 +392,15 @@ def train_epochs(
     evaluate_epoch: Callable[[], dict[str, float]] | None = None,  # returns "val_<metric>" entries
     generator: torch.Generator | None = None,
     evaluate_start: bool = False,
+    after_epoch: Callable[[int], None] | None = None,
 ) -> tuple[pd.DataFrame, dict | None]:
     """Train up to ``epochs`` epochs; with ``evaluate_epoch``, stop early on ``val_<early_stopping_metric>``
     and restore the best epoch's weights. Returns (history: one row per epoch, best state or None).
+
+    ``after_epoch(epoch)`` is called after each epoch (after ``evaluate_epoch``), with the model in eval
+    mode, to measure it mid-run: nothing in a run depends on its length (the schedule follows the step and
+    the epoch), so the model after epoch 10 of a 30-epoch run is the model a 10-epoch run ends with. It
+    must not change the model; it may draw random numbers from generators of its own only.
 
     ``evaluate_start=True`` (continuing a trained model) also evaluates the weights before the first epoch
     as epoch 0: training must beat them, and if no epoch does, the starting weights are restored."""
@@ -440,6 +446,9 @@ def train_epochs(
                 best, best_state, since_best = value, copy.deepcopy(model.state_dict()), 0
             else:
                 since_best += 1
+        if after_epoch is not None:
+            model.eval()
+            after_epoch(epoch)
         rows.append(row)
         if evaluate_epoch is not None and since_best >= config.patience:
             break

@@ -255,3 +255,34 @@ def test_a_screens_validation_run_is_reused_not_run_again(monkeypatch):
     experiments.run_variants(split, screened, seeds=(0,), ks=(5,), workers=1, reuse=screen, extras={})
     experiments.run_variants(split, screened, seeds=(1,), ks=(5,), workers=1, reuse=screen)
     assert len(chosen) == 1 + 2 + 2 + 2
+
+
+def test_refit_false_takes_the_first_seeds_model_from_a_kept_validation_run(monkeypatch):
+    from tt_helpers import experiments
+    from tt_helpers.towers import TowerConfig
+    from tt_helpers.training import TrainConfig
+
+    split = tiny_split()
+    training = TrainConfig(progress=False, batch_size=16, max_epochs=4, patience=1, early_stopping_metric="Recall@5")
+    variant = (TowerConfig(embedding_dim=8), training)
+    refitted = experiments.run_variants(split, {"refit": variant}, seeds=(0, 1), ks=(5,), workers=1,
+                                        keep_models=True)  # its validation run keeps its model
+    assert refitted.validation_runs[("refit", 0)].model is not None
+    plain = experiments.run_variants(split, {"kept": variant}, seeds=(0, 1, 2), ks=(5,), refit=False, workers=1)
+
+    fitted = []  # the validation runs made for refit=False
+    fit_on_split = experiments.fit_on_split
+    monkeypatch.setattr(experiments, "fit_on_split",
+                        lambda *a, **k: fitted.append(a[2].seed) or fit_on_split(*a, **k))
+    reused = experiments.run_variants(split, {"kept": variant}, seeds=(0, 1, 2), ks=(5,), refit=False, workers=1,
+                                      reuse=refitted, keep_models=True)
+    assert fitted == [1, 2]  # seed 0's early-stopped model is the refitted variant's validation run
+    pd.testing.assert_frame_equal(reused.frame(), plain.frame())  # the same results, to the bit
+    for a, b in zip(reused.per_user["kept"], plain.per_user["kept"]):
+        pd.testing.assert_frame_equal(a, b)
+    assert [seed for seed, _ in reused.models["kept"]] == [0, 1, 2]
+    # without kept models (keep_models=False), nothing to reuse: seed 0 runs again
+    bare = experiments.run_variants(split, {"refit": variant}, seeds=(0,), ks=(5,), workers=1)
+    fitted.clear()
+    experiments.run_variants(split, {"kept": variant}, seeds=(0,), ks=(5,), refit=False, workers=1, reuse=bare)
+    assert fitted == [0]

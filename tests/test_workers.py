@@ -138,10 +138,12 @@ def test_an_exception_in_a_follow_up_job_is_raised_to_the_caller():
 
 @needs_fork
 def test_the_follow_ups_of_the_slowest_first_job_start_first():
-    """Two workers; first jobs "slow" (1 s), "fast 1" and "fast 2" (0.1 s); two 0.5 s follow-ups each. When
-    "slow" ends (at about 1 s) both of "fast 2"'s follow-ups are still waiting: the next free worker (at about
-    1.2 s) takes a follow-up of "slow" instead, the order that keeps both workers busy to the end."""
-    seconds = {"slow": 1.0, "fast 1": 0.1, "fast 2": 0.1}
+    """Two workers; first jobs "slow" (1 s), "fast 1" (0.2 s) and "fast 2" (0.1 s); two 0.5 s follow-ups
+    each. "fast 1"'s follow-ups run first (at about 0.3 and 0.8 s: it took longer than "fast 2"). When "slow"
+    ends (at about 1 s) both of "fast 2"'s follow-ups are still waiting: the next free worker (at about 1.3 s)
+    takes a follow-up of "slow" instead, the order that keeps both workers busy to the end. (With equal
+    first jobs the order of the fast ones would hang on timing jitter.)"""
+    seconds = {"slow": 1.0, "fast 1": 0.2, "fast 2": 0.1}
 
     def job(arg):
         start = time.time()

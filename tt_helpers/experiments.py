@@ -125,6 +125,7 @@ class ValidationRun:
     split: Split
     kwargs: Mapping
     chosen: dict
+    model: TwoTowerRecommender | None = None  # its early-stopped model (run_variants(keep_models=True))
 
     def matches(self, variant: Variant, split: Split, kwargs: Mapping) -> bool:
         """Would this run be the validation run of ``variant`` on ``split`` with these arguments? The split and
@@ -257,11 +258,13 @@ CHOOSE = "choose"  # a job of run_variants that only runs the validation run
 
 def choose_epochs(split: Split, tower: TowerConfig, training: TrainConfig | tuple[TrainConfig, TrainConfig],
                   seed: int, users: pd.DataFrame | None = None, items: pd.DataFrame | None = None,
-                  **kwargs) -> dict:
+                  keep_model: bool = False, **kwargs) -> dict:
     """The validation run of :func:`fit_on_split` (or of :func:`fit_staged` for a pair of configs) without
     the refit: ``{"best_epoch": ..., ["second_phase_epochs": ...,] "val_...": ...}``, the information
     :func:`run_variants` records for the first seed. Its refit, for ``best_epoch`` epochs with the same seed,
-    is the one ``fit_on_split(..., epochs=best_epoch)`` trains: the same model as ``fit_on_split``'s own."""
+    is the one ``fit_on_split(..., epochs=best_epoch)`` trains: the same model as ``fit_on_split``'s own.
+    ``keep_model=True`` (one phase) adds the early-stopped model as ``"model"``: ``fit_on_split(...,
+    refit=False)``'s."""
     validation = split.validation()
     if isinstance(training, tuple):
         first, second = (replace(t, seed=seed) for t in training)
@@ -275,7 +278,10 @@ def choose_epochs(split: Split, tower: TowerConfig, training: TrainConfig | tupl
         probe.fit(validation.train, validation)
         row = probe.history_.loc[probe.best_epoch]
         chosen = {"best_epoch": probe.best_epoch}
-    return chosen | {k: float(v) for k, v in row.items() if k.startswith("val_")}
+    chosen |= {k: float(v) for k, v in row.items() if k.startswith("val_")}
+    if keep_model and not isinstance(training, tuple):
+        chosen["model"] = probe.serve_history_from(split.train)  # what refit=False keeps
+    return chosen
 
 
 def run_variants(
@@ -306,8 +312,10 @@ def run_variants(
     run's checkpoint. Validation metrics are recorded for the runs that have one.
 
     ``reuse``: runs recorded earlier on this split (e.g. a screen of settings with ``refit=False`` on the first
-    seed): a variant whose first-seed validation run is recorded there, with the same towers, training and
-    other arguments, takes the epochs it chose instead of running it again. The results are the same bits.
+    seed): a variant whose first-seed validation run is recorded there, under any name, with the same towers,
+    training and other arguments, takes the epochs it chose instead of running it again; with ``refit=False``
+    it takes that run's early-stopped model as its first seed's (kept when the earlier call had
+    ``keep_models=True``). The results are the same bits.
 
     ``keep_models=True`` keeps each fitted recommender in ``runs.models[name]`` (one per seed), to evaluate
     them again later (:meth:`Runs.reevaluate`) without refitting. The fits run side by side in ``workers``
@@ -325,7 +333,11 @@ def run_variants(
         name, seed, epochs = job  # None (early-stop on validation), the count(s) chosen earlier, or CHOOSE
         tower, training = variants[name]
         if isinstance(epochs, str) and epochs == CHOOSE:  # the validation run only (the refits need its epochs)
-            return choose_epochs(split, tower, training, seed, users, items, **recommender_kwargs)
+            chosen = choose_epochs(split, tower, training, seed, users, items, keep_model=keep_models,
+                                   **recommender_kwargs)
+            if "model" in chosen:
+                chosen["model"].extras = {}  # shared by every fit: attached again below
+            return chosen
         if isinstance(training, tuple):  # staged: two phases
             first, second = (replace(t, seed=seed) for t in training)
             fit = fit_staged(split, tower, first, second, users, items, epochs=epochs, **recommender_kwargs)
@@ -351,35 +363,55 @@ def run_variants(
         return [(name, seed, chosen) for seed in seeds]  # the first seed's refit too: side by side
 
     def recorded(name: str) -> ValidationRun | None:  # the first seed's validation run, made earlier
-        found = reuse.validation_runs.get((name, seeds[0])) if reuse is not None and choose_first else None
-        return found if found is not None and found.matches(variants[name], split, recommender_kwargs) else None
+        if reuse is None or not (choose_first or not refit):
+            return None
+        found = (run for (_, seed), run in reuse.validation_runs.items()
+                 if seed == seeds[0] and run.matches(variants[name], split, recommender_kwargs)
+                 and (choose_first or run.model is not None))  # refit=False: its model is the result
+        return next(found, None)
 
-    def validation_run(name: str, info: dict) -> ValidationRun:
+    def validation_run(name: str, info: dict, model: TwoTowerRecommender | None = None) -> ValidationRun:
         chosen = {k: v for k, v in info.items() if k in ("best_epoch", "second_phase_epochs") or k.startswith("val_")}
-        return ValidationRun(variants[name], split, dict(recommender_kwargs), chosen)
+        return ValidationRun(variants[name], split, dict(recommender_kwargs), chosen, model)
 
-    def follow_ups(job: tuple, result: tuple | dict) -> list[tuple]:
-        return other_seeds(job, result) if job[2] is None or isinstance(job[2], str) else []  # not a refit
+    def attach(model: TwoTowerRecommender | None) -> TwoTowerRecommender | None:
+        if model is not None:
+            model.extras = recommender_kwargs.get("extras") or {}  # the caller's object, not a copy
+        return model
 
-    known = {name: dict(found.chosen) for name in variants if (found := recorded(name)) is not None}
+    known = {name: found for name in variants if (found := recorded(name)) is not None}
     first_jobs = [(name, seeds[0], CHOOSE if choose_first else None) for name in variants if name not in known]
-    refits = {name: other_seeds((name, seeds[0], CHOOSE), chosen) for name, chosen in known.items()}
-    jobs = first_jobs + [job for name_jobs in refits.values() for job in name_jobs]  # known: refits at once
-    results, more = map_then_in_workers(fit_and_evaluate, jobs, follow_ups, workers)
+    if choose_first:  # known: their refits at once
+        later = {name: other_seeds((name, seeds[0], CHOOSE), found.chosen) for name, found in known.items()}
+    else:  # refit=False: the first seed's result is the known run's model; the other seeds at once
+        later = {name: [(name, seed, None) for seed in seeds[1:]] for name in known}
+    jobs = first_jobs + [job for name_jobs in later.values() for job in name_jobs]
+    unlocking = set(first_jobs)  # the jobs whose results start others (not the known variants' later seeds)
+    results, more = map_then_in_workers(
+        fit_and_evaluate, jobs, lambda job, result: other_seeds(job, result) if job in unlocking else [], workers
+    )
     by_name = {job[0]: (result, rest) for job, result, rest in zip(first_jobs, results, more)}
     done = iter(results[len(first_jobs):])
-    by_name.update({name: (known[name], [next(done) for _ in name_jobs]) for name, name_jobs in refits.items()})
+    for name, found in known.items():
+        rest = [next(done) for _ in later[name]]
+        if choose_first:
+            by_name[name] = (dict(found.chosen, model=found.model), rest)
+        else:
+            model = attach(found.model)
+            summary, per_user = evaluate_detailed(model, split, ks, relevant_items)
+            by_name[name] = ((summary, per_user, dict(found.chosen), model if keep_models else None), rest)
     for name in variants:
         first, rest = by_name[name]
         if choose_first:  # the first seed's refit, recorded with its validation run's metrics
-            runs.validation_runs[name, seeds[0]] = validation_run(name, first)
+            model = attach(first.pop("model", None))
+            runs.validation_runs[name, seeds[0]] = validation_run(name, first, model)
             summary, per_user, _, recommender = rest[0]
             first, rest = (summary, per_user, first, recommender), rest[1:]
         for seed, (summary, per_user, info, recommender) in zip(seeds, [first, *rest]):
             if not choose_first and "best_epoch" in info and any(k.startswith("val_") for k in info):
-                runs.validation_runs[name, seed] = validation_run(name, info)
+                kept = attach(recommender) if not refit else None  # refit=False: the result is that run's model
+                runs.validation_runs[name, seed] = validation_run(name, info, kept)
             runs.add(name, summary, per_user, seed=seed, **info)
             if keep_models:
-                recommender.extras = recommender_kwargs.get("extras") or {}  # the caller's object, not a copy
-                runs.models.setdefault(name, []).append((seed, recommender))
+                runs.models.setdefault(name, []).append((seed, attach(recommender)))
     return runs

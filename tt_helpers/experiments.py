@@ -363,7 +363,7 @@ def run_variants(
         return [(name, seed, chosen) for seed in seeds]  # the first seed's refit too: side by side
 
     def recorded(name: str) -> ValidationRun | None:  # the first seed's validation run, made earlier
-        if reuse is None or not (choose_first or not refit):
+        if reuse is None or (refit and epochs_per_seed):  # a validation run and a refit per seed: none taken
             return None
         found = (run for (_, seed), run in reuse.validation_runs.items()
                  if seed == seeds[0] and run.matches(variants[name], split, recommender_kwargs)

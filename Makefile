@@ -94,15 +94,24 @@ venv: $(STAMP)
 # Annoy's setup.py compiles with -march=native: its distance loops then use AVX-512 on one machine and AVX on
 # another, the trees split differently, and chapter 5's recall changes from CPU to CPU. Built with its other
 # default flags and no -march, it runs the same instructions everywhere (slower; chapter 5 measures it).
+# Nor with -ffast-math (also a setup.py default): with it GCC computes 1/sqrt(x) with rsqrtss/rsqrtps, estimate
+# instructions that round differently on Intel and AMD CPUs, and Annoy normalises vectors with them, so its
+# angular trees depended on the CPU's vendor (README, "Two torch threads"). Without it: IEEE operations only.
 # --no-cache-dir: a wheel pip cached from a -march=native build would otherwise be reused.
-ANNOY_FLAGS := -D_CRT_SECURE_NO_WARNINGS,-fpermissive,-O3,-ffast-math,-fno-associative-math,-DANNOYLIB_MULTITHREADED_BUILD,-std=c++14
+ANNOY_FLAGS := -D_CRT_SECURE_NO_WARNINGS,-fpermissive,-O3,-DANNOYLIB_MULTITHREADED_BUILD,-std=c++14
 ANNOY_PIN := $(shell grep -E '^annoy==' $(ROOT)/requirements.txt)
+# The stamp is named after the flags and the pin: a .venv built with others rebuilds Annoy (only Annoy).
+ANNOY_STAMP := $(VENV)/.annoy-$(shell printf '%s %s' '$(ANNOY_FLAGS)' '$(ANNOY_PIN)' | md5sum | cut -c1-12)
 
-$(STAMP): $(ROOT)/requirements.txt $(ROOT)/requirements-scale.txt $(ROOT)/pyproject.toml
+$(ANNOY_STAMP):
 	$(create_venv)
 	cd "$(ROOT)" && { ANNOY_COMPILER_ARGS='$(ANNOY_FLAGS)' "$(BIN)/python" -m pip install --no-cache-dir \
 		--no-binary annoy --force-reinstall --no-deps "$(ANNOY_PIN)" 2>&1 | tee "$(PIP_LOG)"; } \
 		|| { $(explain_pip_failure); exit 1; }
+	@rm -f "$(VENV)"/.annoy-* && touch "$@"
+
+$(STAMP): $(ROOT)/requirements.txt $(ROOT)/requirements-scale.txt $(ROOT)/pyproject.toml $(ANNOY_STAMP)
+	$(create_venv)
 	cd "$(ROOT)" && { "$(BIN)/python" -m pip install -r requirements.txt -e . 2>&1 | tee -a "$(PIP_LOG)"; } \
 		|| { $(explain_pip_failure); exit 1; }
 	$(install_torchrec)

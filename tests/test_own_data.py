@@ -11,7 +11,16 @@ import pandas as pd
 import pytest
 
 import tt_helpers
-from tt_helpers import UnknownIdError, fit_two_tower, fit_two_tower_per_seed, load_recommender
+from tt_helpers import (
+    Catalog,
+    UnknownIdError,
+    fit_two_tower,
+    fit_two_tower_per_seed,
+    fit_two_tower_settings,
+    load_recommender,
+    screen_settings,
+    temporal_user_split,
+)
 from tt_helpers.catalog import IdTypeError
 from tt_helpers.examples import positive_examples
 from tt_helpers.own_data import (
@@ -113,6 +122,24 @@ def test_fits_per_seed_in_workers_are_the_loops_fits_and_the_first_report_is_pri
     with pytest.raises(ValueError, match="seeds is empty"):
         fit_two_tower_per_seed(interaction_log(), seeds=())
 
+
+
+@pytest.mark.skipif("fork" not in multiprocessing.get_all_start_methods(), reason="worker processes are forked")
+def test_a_screen_of_settings_gives_the_loops_fits_in_the_order_of_the_settings(fitted):
+    fast = {k: v for k, v in FAST.items() if k != "embedding_dim"}
+    settings = [{"embedding_dim": 16}, {"embedding_dim": 8, "use_history": False}]
+    fits = fit_two_tower_settings(interaction_log(), user_table(), item_table(), settings=settings, seed=0, **fast)
+    assert [fit.tower.embedding_dim for fit in fits] == [16, 8]
+    assert [fit.tower.use_history for fit in fits] == [True, False]
+    asked = ["u0", "u5", FEATURES_ONLY_USER]
+    pd.testing.assert_frame_equal(fits[0].recommend(asked, k=5), fitted[0].recommend(asked, k=5),
+                                  check_exact=True)  # the first setting is FAST: the fixture's fit
+    alone = fit_two_tower(interaction_log(), user_table(), item_table(), seed=0, **(fast | settings[1]))
+    pd.testing.assert_frame_equal(fits[1].recommend(asked, k=5), alone.recommend(asked, k=5), check_exact=True)
+    with pytest.raises(ValueError, match="settings is empty"):
+        fit_two_tower_settings(interaction_log(), settings=[])
+    with pytest.raises(TypeError, match="seed is fit_two_tower_settings' own argument"):
+        fit_two_tower_settings(interaction_log(), settings=[{"seed": 1}])
 
 def test_defaults_are_valid_settings_and_overrides_reach_the_configs(fitted):
     fit, _ = fitted
@@ -316,3 +343,26 @@ def test_other_format_version_and_missing_path(saved, tmp_path):
     (folder / WEIGHTS_FILE).unlink()
     with pytest.raises(RecommenderFileError, match=r"weights\.pt is missing"):
         load_recommender(folder)
+
+
+@pytest.mark.skipif("fork" not in multiprocessing.get_all_start_methods(), reason="worker processes are forked")
+def test_a_screen_scores_each_setting_on_the_validation_split_and_never_reads_test():
+    log = interaction_log()
+    catalog = Catalog.from_frames(log, user_table(), item_table())
+    split = temporal_user_split(log, catalog)
+    seen = []
+
+    def score(recommender, validation):
+        seen.append(validation)
+        return float(len(seen)) if recommender.tower.embedding_dim == 8 else 0.0
+
+    fast = {k: v for k, v in FAST.items() if k != "embedding_dim"}
+    scores = screen_settings(split, {"d 16": {"embedding_dim": 16}, "d 8": {"embedding_dim": 8}}, score,
+                             user_features=user_table(), item_features=item_table(), **fast)
+    assert list(scores.index) == ["d 16", "d 8"] and scores.idxmax() == "d 8"
+    validation = split.validation()
+    for given in seen:  # scored on the validation split, whose test part is a slice of split.train
+        pd.testing.assert_frame_equal(given.test.frame, validation.test.frame)
+    assert len(validation.train.frame) + len(validation.test.frame) == len(split.train.frame)
+    with pytest.raises(ValueError, match="settings is empty"):
+        screen_settings(split, {}, score)

@@ -10,7 +10,9 @@ The public names, on one screen (see the book's "API at a glance" page):
 * evaluation: :func:`evaluate`, :func:`tune`, :func:`compare` (the one rule for "A beats B"),
   :func:`run_variants` and :class:`Runs`;
 * your own data: :func:`fit_two_tower` -> :class:`FittedTwoTower` (``recommend``, ``save``),
-  :func:`load_recommender`, and :func:`fit_two_tower_per_seed` (one fit per seed, side by side);
+  :func:`load_recommender`, :func:`fit_two_tower_per_seed` (one fit per seed, side by side),
+  :func:`fit_two_tower_settings` (one fit per dict of settings, side by side) and :func:`screen_settings`
+  (those fits scored on a protocol's validation split);
 * serving: :class:`ExactIndex` and :class:`AnnoyIndex` (exact or approximate top-k inner product, one
   interface), :func:`load_index`, and :class:`Retriever` (a saved recommender's user tower in front of a saved
   item index, seen items filtered);
@@ -28,7 +30,14 @@ from .evaluation import evaluate, evaluate_detailed, tune
 from .experiments import Runs, fit_on_split, run_variants
 from .frequency import StreamingFrequencyEstimator
 from .index import AnnoyIndex, ExactIndex, load_index
-from .own_data import FittedTwoTower, fit_two_tower, fit_two_tower_per_seed, load_recommender
+from .own_data import (
+    FittedTwoTower,
+    fit_two_tower,
+    fit_two_tower_per_seed,
+    fit_two_tower_settings,
+    load_recommender,
+    screen_settings,
+)
 from .recipe import TwoTowerRecommender
 from .repro import seed_everything
 from .serving import Retriever
@@ -61,6 +70,8 @@ __all__ = [
     "fit_on_split",
     "fit_two_tower",
     "fit_two_tower_per_seed",
+    "fit_two_tower_settings",
+    "screen_settings",
     "global_temporal_split",
     "load_index",
     "load_movielens",

@@ -32,7 +32,7 @@ import os
 import pathlib
 import re
 import warnings
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -237,17 +237,79 @@ def fit_two_tower_per_seed(
     seeds = list(seeds)
     if not seeds:
         raise ValueError("seeds is empty: give at least one seed")
-    if workers is None:
-        workers = default_workers() if "TT_HELPERS_WORKERS" in os.environ else len(seeds)
+    jobs = [dict(kwargs, seed=seed) for seed in seeds]
+    return _fits_side_by_side(interactions, user_features, item_features, jobs, verbose, workers)
 
-    def fit(seed: int) -> tuple[FittedTwoTower, str]:
+
+def fit_two_tower_settings(
+    interactions: pd.DataFrame,
+    user_features: pd.DataFrame | None = None,
+    item_features: pd.DataFrame | None = None,
+    *,
+    settings: Sequence[Mapping[str, Any]],
+    seed: int = 0,
+    verbose: bool = False,
+    workers: int | None = None,
+    **kwargs: Any,
+) -> list[FittedTwoTower]:
+    """:func:`fit_two_tower` once per entry of ``settings`` (each a dict of overrides, on top of ``kwargs``),
+    with the same ``seed``, side by side in worker processes as :func:`fit_two_tower_per_seed` runs its seeds:
+    the recommenders of the loop ``[fit_two_tower(..., seed=seed, **kwargs, **s) for s in settings]``, in
+    that order. A screen of settings, to be scored on a validation split of the caller's protocol (chapter
+    4 chooses the recipe's settings for TensorFlow Recommenders' protocol this way). With ``verbose``, the
+    first fit's report is printed here."""
+    settings = [dict(s) for s in settings]
+    if not settings:
+        raise ValueError("settings is empty: give at least one dict of overrides (an empty dict: the defaults)")
+    for overrides in settings:
+        if "seed" in overrides:
+            raise TypeError("seed is fit_two_tower_settings' own argument, not a setting: pass seed=...")
+    jobs = [dict(kwargs, **overrides, seed=seed) for overrides in settings]
+    return _fits_side_by_side(interactions, user_features, item_features, jobs, verbose, workers)
+
+
+def screen_settings(
+    split: Split,
+    settings: Mapping[str, Mapping[str, Any]],
+    score: Callable[[Any, Split], float],
+    user_features: pd.DataFrame | None = None,
+    item_features: pd.DataFrame | None = None,
+    *,
+    seed: int = 0,
+    **kwargs: Any,
+) -> pd.Series:
+    """Choose the recipe's settings for a protocol on its own validation split: fit the recipe once per named
+    entry of ``settings`` (overrides, on top of ``kwargs``) on the training part of ``split.validation()``
+    (``refit=False``: each keeps its early-stopped checkpoint), side by side
+    (:func:`fit_two_tower_settings`), and score each with ``score(recommender, validation)``, the protocol's
+    metric. Returns the scores, a Series indexed by the names in the order given: ``.idxmax()`` is the
+    choice. ``split.test`` is never read. The rating column, when there is one, is passed on."""
+    if not settings:
+        raise ValueError("settings is empty: give at least one named dict of overrides")
+    validation = split.validation()
+    columns = [c for c in ("user_id", "item_id", "timestamp", "rating") if c in validation.train.frame]
+    fits = fit_two_tower_settings(validation.train.frame[columns], user_features, item_features,
+                                  settings=list(settings.values()), seed=seed, **{"refit": False, **kwargs})
+    return pd.Series({name: float(score(fit.recommender, validation)) for name, fit in zip(settings, fits)},
+                     name="validation score")
+
+
+def _fits_side_by_side(interactions: pd.DataFrame, user_features: pd.DataFrame | None,
+                       item_features: pd.DataFrame | None, jobs: list[dict[str, Any]], verbose: bool,
+                       workers: int | None) -> list[FittedTwoTower]:
+    """One :func:`fit_two_tower` per job (its keyword arguments), in worker processes, one per job unless
+    ``workers`` (or ``TT_HELPERS_WORKERS``) says otherwise; the first job's report printed here."""
+    if workers is None:
+        workers = default_workers() if "TT_HELPERS_WORKERS" in os.environ else len(jobs)
+
+    def fit(index: int) -> tuple[FittedTwoTower, str]:
         report = io.StringIO()
         with contextlib.redirect_stdout(report):  # printed by the caller, not by a worker
-            fitted = fit_two_tower(interactions, user_features, item_features, seed=seed,
-                                   verbose=verbose and seed == seeds[0], **kwargs)
+            fitted = fit_two_tower(interactions, user_features, item_features,
+                                   verbose=verbose and index == 0, **jobs[index])
         return fitted, report.getvalue()
 
-    results = map_in_workers(fit, seeds, workers=workers)
+    results = map_in_workers(fit, list(range(len(jobs))), workers=workers)
     print(results[0][1], end="")
     return [fitted for fitted, _ in results]
 

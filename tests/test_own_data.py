@@ -123,7 +123,6 @@ def test_fits_per_seed_in_workers_are_the_loops_fits_and_the_first_report_is_pri
         fit_two_tower_per_seed(interaction_log(), seeds=())
 
 
-
 @pytest.mark.skipif("fork" not in multiprocessing.get_all_start_methods(), reason="worker processes are forked")
 def test_a_screen_of_settings_gives_the_loops_fits_in_the_order_of_the_settings(fitted):
     fast = {k: v for k, v in FAST.items() if k != "embedding_dim"}
@@ -140,6 +139,7 @@ def test_a_screen_of_settings_gives_the_loops_fits_in_the_order_of_the_settings(
         fit_two_tower_settings(interaction_log(), settings=[])
     with pytest.raises(TypeError, match="seed is fit_two_tower_settings' own argument"):
         fit_two_tower_settings(interaction_log(), settings=[{"seed": 1}])
+
 
 def test_defaults_are_valid_settings_and_overrides_reach_the_configs(fitted):
     fit, _ = fitted

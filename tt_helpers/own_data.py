@@ -271,7 +271,7 @@ def fit_two_tower_settings(
 def screen_settings(
     split: Split,
     settings: Mapping[str, Mapping[str, Any]],
-    score: Callable[[Any, Split], float],
+    score: Callable[[TwoTowerRecommender, Split], float],
     user_features: pd.DataFrame | None = None,
     item_features: pd.DataFrame | None = None,
     *,

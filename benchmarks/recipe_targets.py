@@ -86,9 +86,8 @@ def tfrs_protocol(ml, catalog, seeds) -> tuple[pd.DataFrame, pd.Series]:
     0.2/0.5) tuned with TFRS's metric on a random 80/20 split of the protocol's training part, then fitted on
     the whole training part, the recipe once per seed."""
     split = tt.random_split(ml.ratings, catalog, positive_threshold=1.0, seed=42)
-    validation = split.validation()  # EASE's l2 and the recipe's settings: chosen here, with TFRS's metric
-    l2 = max(TFRS_EASE_L2_GRID, key=lambda v: hit_rate_kept(tt.EASE(v, interactions="all").fit(validation.train),
-                                                       validation))
+    # EASE's l2 and the recipe's settings: chosen on split.validation(), with TFRS's metric
+    l2, _ = evaluation.tune(lambda v: tt.EASE(v, interactions="all"), TFRS_EASE_L2_GRID, split, score=hit_rate_kept)
     models = {"popular": tt.PopularRecommender(interactions="all").fit(split.train),
               "EASE": tt.EASE(l2, interactions="all").fit(split.train)}
     rows = {"TFRS tutorial (published)": TFRS_PUBLISHED}

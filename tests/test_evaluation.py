@@ -253,6 +253,27 @@ def test_tune_on_another_metric_and_default_ks():
     assert best == 0.0  # ties go to the first value of the grid
 
 
+
+def test_tune_with_a_score_of_another_protocol_is_given_the_validation_split():
+    split = splits.temporal_user_split(tune_ratings())
+    val = split.validation()
+    given = []
+
+    def score(model, validation):
+        given.append(validation)
+        return {1.0: 0.2, 2.0: 0.7, 3.0: 0.5}[model.value]
+
+    def make_model(value):
+        model = FixedModel(torch.zeros(split.catalog.n_users, split.catalog.n_items))
+        model.value = value
+        return model
+
+    best, table = evaluation.tune(make_model, [1.0, 2.0, 3.0], split, score=score)
+    assert best == 2.0 and table.columns.tolist() == ["score"]
+    assert table["score"].tolist() == [0.2, 0.7, 0.5]
+    for validation in given:
+        pd.testing.assert_frame_equal(validation.test.frame, val.test.frame)
+
 def test_nan_scores_raise_instead_of_ranking_first():
     scores = SCORES.clone()
     scores[2, 3] = float("nan")

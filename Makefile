@@ -35,10 +35,19 @@ endif
 # are not displayed (their `<Figure size ...>` outputs go missing) and plt.show() warns on stderr.
 # The CPU caps keep torch's kernels (ATen, oneDNN) and MKL's to AVX2 on CPUs that have more (AVX-512): kernels for
 # other instruction sets sum in another order, and the last digits move. The stored outputs were made under these
-# caps (on an Intel Xeon with AVX-512). They narrow the gap between CPUs; they cannot close it: on an AMD EPYC
-# some of chapters 2, 3 and 5's outputs differ all the same (README, "Two torch threads").
+# caps (on an Intel Xeon with AVX-512).
 CPU_CAPS := ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2
-NBVAL_ENV := PYTHONHASHSEED=0 MPLBACKEND=module://matplotlib_inline.backend_inline $(CPU_CAPS)
+# MKL also chooses its kernels by the CPU's vendor: on AMD it runs a generic path that ignores the cap, and chapters
+# 2 and 3 then train to other digits (README, "Two torch threads"). On Linux x86-64 CPUs with AVX2 and FMA, nbval's
+# kernel preloads tools/mkl_intel_path.c, which answers MKL's vendor check with "Intel": AMD and Intel CPUs then
+# run the same AVX2 kernels (on an AMD EPYC, chapters 2 and 3 gave the outputs stored on a Xeon in every cell).
+MKL_SHIM := $(VENV)/lib/libtt_mkl_intel_path.so
+CPU_FLAGS := $(shell grep -m1 '^flags' /proc/cpuinfo 2>/dev/null)
+ifeq ($(shell uname -s)-$(shell uname -m)-$(filter avx2,$(CPU_FLAGS))-$(filter fma,$(CPU_FLAGS)),Linux-x86_64-avx2-fma)
+MKL_PRELOAD := LD_PRELOAD=$(MKL_SHIM)
+MKL_SHIM_TARGET := $(MKL_SHIM)
+endif
+NBVAL_ENV := PYTHONHASHSEED=0 MPLBACKEND=module://matplotlib_inline.backend_inline $(CPU_CAPS) $(MKL_PRELOAD)
 NBVAL_ARGS := --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg -p no:cacheprovider
 # What `make test-notebooks` re-executes: every notebook, or e.g. NOTEBOOKS=notebooks/01_retrieval_vs_ranking.ipynb
 NOTEBOOKS ?= notebooks
@@ -125,6 +134,10 @@ $(DEV_STAMP): $(ROOT)/requirements-dev.txt
 	cd "$(ROOT)" && "$(BIN)/python" -m pip install -r requirements-dev.txt
 	@touch "$(DEV_STAMP)"
 
+# Built after .venv (so after Annoy, which needs a compiler too).
+$(MKL_SHIM): $(ROOT)/tools/mkl_intel_path.c | $(STAMP)
+	$(CC) -shared -fPIC -O2 -o "$@" "$<"
+
 book: venv
 	@echo "TT_HELPERS_DATA=$${TT_HELPERS_DATA:-<unset: download to the user cache>}"
 	cd "$(ROOT)" && rm -rf _build
@@ -144,14 +157,14 @@ define run_notebook_tests
 endef
 
 # Unit tests first, then every notebook; in this order even under `make -j`.
-test: venv
+test: venv $(MKL_SHIM_TARGET)
 	$(run_unit_tests)
 	$(run_notebook_tests)
 
 test-unit: venv
 	$(run_unit_tests)
 
-test-notebooks: venv
+test-notebooks: venv $(MKL_SHIM_TARGET)
 	$(run_notebook_tests)
 
 # Every check runs even when an earlier one fails; the target fails if any did.

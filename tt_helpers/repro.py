@@ -9,6 +9,7 @@ import platform
 import random
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -44,10 +45,26 @@ def cpu_name(cpuinfo: str = "/proc/cpuinfo") -> str:
     return names[0] if names else platform.processor() or platform.machine()
 
 
+def mkl_sees_intel() -> bool | None:
+    """What MKL's CPU-vendor check (``mkl_serv_intel_cpu_true``) answers in this process, resolved as the
+    dynamic loader resolves MKL's own calls, so a preloaded ``tools/mkl_intel_path.c`` counts; ``None`` where
+    torch is not built with MKL. MKL runs its generic kernels when the answer is no, whatever
+    ``MKL_ENABLE_INSTRUCTIONS`` says, and they round differently (README, "Two torch threads")."""
+    torch_cpu = Path(torch.__file__).parent / "lib" / "libtorch_cpu.so"
+    # The process's global scope first (it holds a preloaded library), then torch's own copy of MKL.
+    for library in (None, str(torch_cpu)):
+        try:
+            return bool(ctypes.CDLL(library).mkl_serv_intel_cpu_true())
+        except (OSError, AttributeError):
+            continue
+    return None
+
+
 def cpu_description() -> str:
-    """:func:`cpu_name` and the instruction set torch's kernels use (``AVX2`` under ``ATEN_CPU_CAPABILITY=avx2``
-    on an AVX-512 CPU)."""
-    return f"{cpu_name()}; torch kernels: {torch.backends.cpu.get_cpu_capability()}"
+    """:func:`cpu_name`, the instruction set torch's kernels use (``AVX2`` under ``ATEN_CPU_CAPABILITY=avx2``
+    on an AVX-512 CPU), and which of MKL's kernels run (:func:`mkl_sees_intel`)."""
+    mkl = {True: "Intel's", False: "generic (the CPU is not Intel's)", None: "no MKL"}[mkl_sees_intel()]
+    return f"{cpu_name()}; torch kernels: {torch.backends.cpu.get_cpu_capability()}; MKL kernels: {mkl}"
 
 
 @contextlib.contextmanager

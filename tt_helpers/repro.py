@@ -55,7 +55,7 @@ def mkl_sees_intel() -> bool | None:
     for library in (None, str(torch_cpu)):
         try:
             return bool(ctypes.CDLL(library).mkl_serv_intel_cpu_true())
-        except (OSError, AttributeError):
+        except (OSError, AttributeError, TypeError):  # TypeError: CDLL(None) on Windows
             continue
     return None
 

@@ -108,7 +108,8 @@ venv: $(STAMP)
 # angular trees depended on the CPU's vendor (README, "Two torch threads"). Of -ffast-math it keeps what lets
 # GCC vectorise the distance loops' sums (-fassociative-math and the two flags it needs), which adds no estimate
 # instruction: the order of the sums is fixed when the module is compiled, whatever the CPU, and the build and
-# search are as fast as with -ffast-math (without them: build 2x and search 1.4x slower, 100K x 65 vectors).
+# search are as fast as with -ffast-math (without them: build 2x and search
+# 1.4x slower on 100K x 65 vectors; benchmarks/vendor_independence.py).
 # --no-cache-dir: a wheel pip cached from a -march=native build would otherwise be reused.
 ANNOY_SUMS := -fassociative-math,-fno-signed-zeros,-fno-trapping-math
 ANNOY_FLAGS := -D_CRT_SECURE_NO_WARNINGS,-fpermissive,-O3,$(ANNOY_SUMS),-DANNOYLIB_MULTITHREADED_BUILD,-std=c++14

@@ -49,7 +49,7 @@ import torch
 import tt_helpers as tt
 from tt_helpers import ann
 from tt_helpers.index import augment_items, augment_queries
-from tt_helpers.repro import cpu_name, mkl_sees_intel
+from tt_helpers.repro import cpu_name, mkl_kernels
 
 RESULTS = pathlib.Path(__file__).resolve().parent / "results"
 K = 10
@@ -120,8 +120,7 @@ def machine_line(faiss, hnswlib) -> str:
     if hnswlib is not None:
         versions.append(f"hnswlib {importlib.metadata.version('hnswlib')}")
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    mkl = {True: "Intel's", False: "generic", None: "none"}[mkl_sees_intel()]
-    kernels = f"torch kernels {torch.backends.cpu.get_cpu_capability()}, MKL kernels {mkl}"
+    kernels = f"torch kernels {torch.backends.cpu.get_cpu_capability()}, MKL kernels {mkl_kernels()}"
     return (f"machine: {cpu}, {os.cpu_count()} logical CPUs, {platform.system()} {platform.release()}; "
             f"{', '.join(versions)}; {kernels}; one thread; load average {load:.1f} at the start; "
             f"{datetime.date.today().isoformat()}")

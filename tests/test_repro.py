@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from tt_helpers.repro import cpu_description, cpu_name, mkl_sees_intel
+from tt_helpers import repro
+from tt_helpers.repro import cpu_description, cpu_name, mkl_kernels, mkl_sees_intel
 
 
 def test_cpu_name_reads_the_model_name_line(tmp_path):
@@ -32,7 +33,15 @@ def test_cpu_description_names_torch_and_mkl_kernels():
     kernels, mkl = rest.split("; MKL kernels: ")
     assert name == cpu_name()
     assert kernels == torch.backends.cpu.get_cpu_capability()
-    assert mkl == {True: "Intel's", False: "generic (the CPU is not Intel's)", None: "no MKL"}[mkl_sees_intel()]
+    assert mkl == mkl_kernels()
+
+
+@pytest.mark.parametrize(
+    ("answer", "words"), [(True, "Intel's"), (False, "generic (the CPU is not Intel's)"), (None, "none (no MKL)")]
+)
+def test_mkl_kernels_says_what_the_vendor_check_answered(monkeypatch, answer, words):
+    monkeypatch.setattr(repro, "mkl_sees_intel", lambda: answer)
+    assert repro.mkl_kernels() == words
 
 
 def test_mkl_vendor_check_answers_for_this_process():

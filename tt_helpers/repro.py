@@ -60,11 +60,15 @@ def mkl_sees_intel() -> bool | None:
     return None
 
 
+def mkl_kernels() -> str:
+    """Which of MKL's kernels run in this process, in words (:func:`mkl_sees_intel`), for logs and tables."""
+    return {True: "Intel's", False: "generic (the CPU is not Intel's)", None: "none (no MKL)"}[mkl_sees_intel()]
+
+
 def cpu_description() -> str:
     """:func:`cpu_name`, the instruction set torch's kernels use (``AVX2`` under ``ATEN_CPU_CAPABILITY=avx2``
-    on an AVX-512 CPU), and which of MKL's kernels run (:func:`mkl_sees_intel`)."""
-    mkl = {True: "Intel's", False: "generic (the CPU is not Intel's)", None: "no MKL"}[mkl_sees_intel()]
-    return f"{cpu_name()}; torch kernels: {torch.backends.cpu.get_cpu_capability()}; MKL kernels: {mkl}"
+    on an AVX-512 CPU), and which of MKL's kernels run (:func:`mkl_kernels`)."""
+    return f"{cpu_name()}; torch kernels: {torch.backends.cpu.get_cpu_capability()}; MKL kernels: {mkl_kernels()}"
 
 
 @contextlib.contextmanager
